@@ -1,0 +1,41 @@
+"""What goes into the engine and what comes out: the contract every LLM caller codes against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, Union
+
+ChatMessages = list[dict[str, str]]
+Prompt = Union[str, ChatMessages]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int | None = None          # top-k logprobs per generated token
+    choices: tuple[str, ...] | None = None  # structured output: answer is one of these
+    json_schema: str | None = None        # structured output: answer matches this JSON schema
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0                # prompt tokens served from the prefix cache
+    cumulative_logprob: float | None = None
+    token_logprobs: list[float] = field(default_factory=list)  # logprob of each chosen token
+    finish_reason: str | None = None
+    error: str | None = None              # set when this one request could not run
+
+
+class Engine(Protocol):
+    """Anything that turns prompts into completions, in the caller's order."""
+
+    def generate(self, prompts: Sequence[Prompt],
+                 params: SamplingParams | Sequence[SamplingParams]) -> list[Completion]: ...
