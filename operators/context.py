@@ -11,6 +11,10 @@ class RunContext:
     output_dir: Path | None = None
     seed: int = 42
     num_cpus: int = 1
+    # An analyze-only run computes stats and drops nothing.
+    analyze: bool = False
+    # The run's inputs by source name (`__source__`), with their mixture weights.
+    sources: dict = field(default_factory=dict)
     # (title, html) pairs shown in the run's HTML report, in order.
     report_sections: list[tuple[str, str]] = field(default_factory=list)
     # Seconds a whole-dataset operator spent, keyed by operator name, for the run summary.

@@ -1,2 +1,115 @@
-def main():
-    raise SystemExit("placeholder")
+"""The `sluice` command line: run and validate recipes, list operators, SQL tools."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+import textwrap
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got '{pair}'")
+        out[key.strip()] = value
+    return out
+
+
+def cmd_run(args) -> int:
+    from sluice.operators.recipe import load_recipe
+    from sluice.operators.report import format_summary
+
+    recipe = load_recipe(args.recipe, _variables(args.set))
+    result = recipe.run(analyze=args.analyze, quiet=args.quiet, ray_address=args.ray_address)
+    s = result.summary
+    print(format_summary(s))
+    print(f"output:  {s['output']} ({s['output_format']}, {s['rows_kept']:,} rows)")
+    print(f"rejects: {s['rejects']} ({sum(s['rejected'].values()):,} rows)")
+    print(f"report:  {s['report']}")
+    print(f"summary: {result.output_dir / 'summary.json'}")
+    return 0 if s["accounted"] else 3
+
+
+def cmd_validate(args) -> int:
+    from sluice.operators.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, _variables(args.set))
+    print(f"{recipe.path}: ok: recipe '{recipe.name}', {len(recipe.sources)} input(s), "
+          f"{len(recipe.pipeline.ops)} operator(s) -> {recipe.output} ({recipe.output_format})")
+    for op in recipe.pipeline.ops:
+        print(f"  {op!r}")
+    return 0
+
+
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join(inspect.cleandoc(doc or "").split())
+    return re.split(r"(?<=[.;])\s", text, maxsplit=1)[0]
+
+
+def cmd_ops(args) -> int:
+    from sluice.operators.base import OPERATORS, get_operator, load_builtin_operators
+
+    load_builtin_operators()
+    if args.name is None:
+        for name in sorted(OPERATORS, key=lambda n: (OPERATORS[n].kind, n)):
+            cls = OPERATORS[name]
+            print(f"{cls.kind:<13} {name:<36} {_first_sentence(cls.__doc__)}")
+        return 0
+    cls = get_operator(args.name)
+    print(f"{cls.name} ({cls.kind})\n")
+    print(textwrap.indent(inspect.cleandoc(cls.__doc__ or ""), "  ") + "\n")
+    for spec in cls.param_specs():
+        default = "required" if spec.required else f"default {spec.default!r}"
+        bounds = ", ".join(f"{k} {v}" for k, v in (("min", spec.ge), (">", spec.gt), ("max", spec.le)) if v is not None)
+        extra = f"; {bounds}" if bounds else ""
+        print(f"  {spec.name}: {spec.type_name()} ({default}{extra})\n      {spec.doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Data for LLMs and LLMs for data, on Ray Data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a recipe (a YAML file or a built-in recipe name)")
+    run.add_argument("recipe", help="recipe file, or a built-in recipe name such as webtext_clean")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="template variable for the recipe's {{ KEY }} (repeatable)")
+    run.add_argument("--ray-address", help="address of a running Ray cluster (default: local Ray)")
+    run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    validate.set_defaults(func=cmd_validate)
+
+    ops = sub.add_parser("ops", help="list operators, or show one with its parameters")
+    ops.add_argument("name", nargs="?")
+    ops.set_defaults(func=cmd_ops)
+
+    try:
+        from sluice.serving.sql_cli import add_sql_commands
+    except ModuleNotFoundError:
+        add_sql_commands = None
+    if add_sql_commands:
+        add_sql_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        # Errors a user can fix (recipe, parameter, input): one line, no traceback.
+        print(f"sluice: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

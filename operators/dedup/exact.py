@@ -1,0 +1,58 @@
+"""Exact deduplication across the whole dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..base import ID_COLUMN, Deduplicator, param, register
+
+KEY_COLUMN = "__dedup_key__"
+TARGET_PARTITION_BYTES = 128 << 20
+
+
+def normalize(text, lowercase: bool, ignore_non_character: bool):
+    if lowercase:
+        text = pc.utf8_lower(text)
+    if ignore_non_character:
+        # Data-Juicer's choice: whitespace, digits and punctuation do not make documents differ.
+        text = pc.replace_substring_regex(text, r"[\s\d\pP\pS]+", "")
+    return text
+
+
+def digest(values) -> pa.Array:
+    """16-byte BLAKE2b of each string. Per-row hashlib: about 1 µs a document, measured far
+    below the cost of the filters before it; pyarrow exposes no string hash kernel."""
+    return pa.array([hashlib.blake2b(v.encode(), digest_size=16).digest() for v in values.to_pylist()],
+                    pa.binary(16))
+
+
+def partitions_for(ds, num_cpus: int) -> int:
+    return max(num_cpus, math.ceil(ds.size_bytes() / TARGET_PARTITION_BYTES))
+
+
+@register
+class document_deduplicator(Deduplicator):
+    """Drops documents whose (normalized) text equals an earlier document's anywhere in the
+    dataset; keeps the first one by the stable input order (lowest `__id__`). Deterministic
+    however the data is split into blocks."""
+
+    text_key: str = param("text", doc="field holding the text")
+    lowercase: bool = param(False, doc="compare texts ignoring case")
+    ignore_non_character: bool = param(False, doc="compare texts ignoring whitespace, digits and punctuation")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        text = normalize(table.column(self.text_key), self.lowercase, self.ignore_non_character)
+        return table.append_column(KEY_COLUMN, digest(text))
+
+    def apply(self, ds, ctx):
+        from ray.data.aggregate import Min
+
+        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(KEY_COLUMN).aggregate(
+            Min(ID_COLUMN, alias_name=ID_COLUMN)).select_columns([ID_COLUMN])
+        kept = ds.join(keepers, join_type="left_semi", num_partitions=partitions_for(ds, ctx.num_cpus),
+                       on=(ID_COLUMN,))
+        return kept.drop_columns([KEY_COLUMN])

@@ -1,0 +1,307 @@
+"""The operator graph and its Ray Data plan.
+
+A Pipeline is a list of operators. Consecutive row-local operators (mappers, filters, and the
+row-local `prepare` of the next whole-dataset operator) fuse into one `map_batches` stage that
+runs them one after another on each pyarrow batch. Whole-dataset operators (dedup, selection,
+mixing, LLM operators) get the materialized Dataset. A final fused stage drops internal columns
+before the writer. A small Ray actor, the ledger, collects per-operator row counts, seconds and
+stat samples from every task, so the run summary accounts for every row read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import STATS_PREFIX, Deduplicator, Filter, Operator, Selector
+from .context import RunContext
+from .io import FileReader, RejectWriter, Source, reject_records, split_rejects, write_dataset
+
+SAMPLES_PER_BATCH = 2000
+SAMPLES_PER_STAT = 50_000
+READ = "read"
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    output_dir: Path
+
+    @property
+    def data_path(self) -> Path:
+        return self.output_dir / "data"
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.output_dir / "rejects"
+
+    @property
+    def report_path(self) -> Path:
+        return self.output_dir / "report.html"
+
+    def table(self) -> pa.Table:
+        from .io import read_output
+
+        return read_output(str(self.data_path))
+
+
+class Ledger:
+    """Ray actor: row counts, seconds and stat samples reported by every task of a run."""
+
+    def __init__(self, seed: int = 0):
+        self.counts = defaultdict(lambda: [0, 0, 0, 0.0])  # rows in, rows out, rejected, seconds
+        self.numeric = defaultdict(list)  # (stat, phase) -> arrays of sampled values
+        self.categories = defaultdict(lambda: defaultdict(int))
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, records, samples) -> None:
+        for label, rows_in, rows_out, rejected, seconds in records:
+            c = self.counts[label]
+            c[0] += rows_in
+            c[1] += rows_out
+            c[2] += rejected
+            c[3] += seconds
+        for stat, phase, values in samples:
+            if isinstance(values, dict):
+                for k, v in values.items():
+                    self.categories[(stat, phase)][k] += v
+                continue
+            kept = self.numeric[(stat, phase)]
+            kept.append(values)
+            total = np.concatenate(kept)
+            if len(total) > SAMPLES_PER_STAT:
+                total = self.rng.choice(total, SAMPLES_PER_STAT, replace=False)
+            self.numeric[(stat, phase)] = [total]
+
+    def snapshot(self) -> dict:
+        return {
+            "counts": {k: list(v) for k, v in self.counts.items()},
+            "numeric": {k: np.concatenate(v) for k, v in self.numeric.items()},
+            "categories": {k: dict(v) for k, v in self.categories.items()},
+        }
+
+
+def stat_samples(table: pa.Table, names: Iterable[str], phase: str, rng) -> list:
+    """Samples of stat columns for the report: numbers as arrays, strings as counts."""
+    out = []
+    for name in names:
+        column = table.column(STATS_PREFIX + name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            counts = pc.value_counts(column).to_pylist()
+            out.append((name, phase, {c["values"]: c["counts"] for c in counts}))
+            continue
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        values = values[~np.isnan(values)]
+        if len(values) > SAMPLES_PER_BATCH:
+            values = rng.choice(values, SAMPLES_PER_BATCH, replace=False)
+        out.append((name, phase, values))
+    return out
+
+
+class FusedStage:
+    """One map_batches stage: row-local operators applied in order to each batch."""
+
+    def __init__(self, steps: list[tuple[str, Operator]], ledger, rejects_dir: str | None,
+                 file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
+                 keep_stats: bool = False, analyze: bool = False):
+        self.steps, self.ledger, self.rejects_dir = steps, ledger, rejects_dir
+        self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
+        self.keep_stats, self.analyze = keep_stats, analyze
+        labels = [label for label, _ in steps] or (["sink"] if sink else ["pass"])
+        self.__name__ = "+".join(labels)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rejects = RejectWriter(self.rejects_dir, "stage")
+        rng = np.random.default_rng(table.num_rows)
+        records, samples = [], []
+        if self.upstream is not None:
+            table, rejected = split_rejects(table)
+            if rejected is not None:
+                rejects.write(reject_records(rejected, self.upstream, self.file_paths))
+                records.append((self.upstream, 0, 0, rejected.num_rows, 0.0))
+        for label, op in self.steps:
+            start, rows_in = time.perf_counter(), table.num_rows
+            if not op.row_local:
+                table = op.prepare(table)
+            elif isinstance(op, Filter):
+                table = op.with_stats(table)
+                samples += stat_samples(table, op.stat_names, "before", rng)
+                if not self.analyze:
+                    table = table.filter(op.keep(table))
+            else:
+                table = op.process(table)
+            table, rejected = split_rejects(table)
+            n_rejected = 0 if rejected is None else rejected.num_rows
+            if rejected is not None:
+                rejects.write(reject_records(rejected, label, self.file_paths))
+            seconds = time.perf_counter() - start
+            if op.row_local:
+                records.append((label, rows_in, table.num_rows, n_rejected, seconds))
+            else:  # the prepare step of a whole-dataset operator: its rows are counted by the driver
+                records.append((label, 0, 0, n_rejected, seconds))
+        if self.sink:
+            stats = [c[len(STATS_PREFIX):] for c in table.column_names if c.startswith(STATS_PREFIX)]
+            samples += stat_samples(table, stats, "after", rng)
+            records.append(("kept", table.num_rows, table.num_rows, 0, 0.0))
+            drop = [c for c in table.column_names
+                    if c.startswith("__") or (not self.keep_stats and c.startswith(STATS_PREFIX))]
+            table = table.drop_columns(drop)
+        import ray
+
+        ray.get(self.ledger.add.remote(records, samples))
+        return table
+
+
+def read_files(batch: pa.Table, *, text_key: str, rejects_dir: str | None, ledger):
+    """map_batches over a table of (ordinal, path, source) rows: yields the files' rows."""
+    import ray
+
+    for ordinal, path, source in zip(*(batch.column(c).to_pylist() for c in ("ordinal", "path", "source"))):
+        start = time.perf_counter()
+        reader = FileReader(path, ordinal, source, text_key, RejectWriter(rejects_dir, "read"))
+        yield from reader.tables()
+        seconds = time.perf_counter() - start
+        good = reader.rows_read - reader.rows_rejected
+        ray.get(ledger.add.remote([(READ, reader.rows_read, good, reader.rows_rejected, seconds)], []))
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = {"include_dashboard": False, "log_to_driver": not quiet,
+              "logging_level": "WARNING"}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def configure_ray_data(quiet: bool) -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = not quiet
+    ctx.print_on_execution_start = False
+
+
+def as_sources(source) -> list[Source]:
+    if isinstance(source, (str, os.PathLike, Source)):
+        source = [source]
+    return [s if isinstance(s, Source) else Source(str(s)) for s in source]
+
+
+def _labels(ops: Sequence[Operator]) -> list[str]:
+    seen: dict[str, int] = defaultdict(int)
+    labels = []
+    for op in ops:
+        seen[op.name] += 1
+        labels.append(op.name if seen[op.name] == 1 else f"{op.name}#{seen[op.name]}")
+    return labels
+
+
+@dataclass
+class Pipeline:
+    """An ordered list of operators that runs on Ray Data.
+
+    >>> Pipeline([whitespace_normalization_mapper(), text_length_filter(min_len=50)]).run(
+    ...     "data/*.jsonl", output="out/clean")
+    """
+
+    ops: list[Operator] = field(default_factory=list)
+    text_key: str = "text"
+
+    def __post_init__(self):
+        for op in self.ops:
+            if not isinstance(op, Operator):
+                raise TypeError(f"Pipeline takes operators, got {type(op).__name__}")
+
+    def plan(self) -> list[tuple[str, list[tuple[str, Operator]]]]:
+        """Stages in order: ('fused', steps) or ('dataset', [step])."""
+        stages: list[tuple[str, list]] = [("fused", [])]
+        for label, op in zip(_labels(self.ops), self.ops):
+            if op.row_local:
+                stages[-1][1].append((label, op))
+                continue
+            if hasattr(op, "prepare"):
+                stages[-1][1].append((label, op))  # its row-local prepare() fuses into this stage
+            stages.append(("dataset", [(label, op)]))
+            stages.append(("fused", []))
+        return stages
+
+    def run(self, source, output: str | os.PathLike, *, output_format: str = "parquet",
+            analyze: bool = False, keep_stats: bool = False, ray_address: str | None = None,
+            num_cpus: int | None = None, seed: int = 42, quiet: bool = False,
+            overwrite: bool = True) -> RunResult:
+        import ray
+
+        from .report import build_summary, write_report
+
+        started = time.perf_counter()
+        sources = as_sources(source)
+        files = [(path, s.source_name()) for s in sources for path in s.files()]
+        output_dir = Path(output)
+        if overwrite and output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        rejects_dir = str((output_dir / "rejects").resolve())
+        ensure_ray(ray_address, num_cpus, quiet)
+        configure_ray_data(quiet)
+        ctx = RunContext(output_dir=output_dir, seed=seed, analyze=analyze,
+                         num_cpus=int(ray.cluster_resources().get("CPU", 1)),
+                         sources={s.source_name(): s for s in sources})
+        ledger = ray.remote(num_cpus=0)(Ledger).remote(seed)
+        file_paths = {i: os.path.abspath(p) for i, (p, _) in enumerate(files)}
+
+        listing = pa.table({"ordinal": list(range(len(files))), "path": list(file_paths.values()),
+                            "source": [name for _, name in files]})
+        ds = ray.data.from_arrow(listing).repartition(len(files)).map_batches(
+            read_files, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"text_key": self.text_key, "rejects_dir": rejects_dir, "ledger": ledger})
+
+        driver_counts: dict[str, tuple[int, int, float]] = {}
+        upstream = None
+        stages = self.plan()
+        for i, (kind, steps) in enumerate(stages):
+            label, op = steps[0] if steps else (None, None)
+            if kind == "dataset":
+                if analyze and isinstance(op, (Deduplicator, Selector)):
+                    upstream = None
+                    continue
+                ds = ds.materialize()
+                rows_in, start = ds.count(), time.perf_counter()
+                ds = op.apply(ds, ctx).materialize()
+                driver_counts[label] = (rows_in, ds.count(), time.perf_counter() - start)
+                upstream = label
+                continue
+            sink = i == len(stages) - 1
+            if analyze:
+                steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
+            stage = FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=sink,
+                               keep_stats=keep_stats, analyze=analyze)
+            ds = ds.map_batches(stage, batch_format="pyarrow", batch_size=None)
+            upstream = None
+
+        data_dir = output_dir / "data"
+        write_dataset(ds, str(data_dir), output_format)
+        data_dir.mkdir(exist_ok=True)
+        snapshot = ray.get(ledger.snapshot.remote())
+        ray.kill(ledger)
+        summary = build_summary(self, snapshot, driver_counts, ctx,
+                                wall_seconds=time.perf_counter() - started, analyze=analyze,
+                                output_format=output_format, files=list(file_paths.values()))
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(output_dir / "report.html", summary, snapshot, ctx.report_sections)
+        return RunResult(summary=summary, output_dir=output_dir)

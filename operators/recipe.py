@@ -1,0 +1,337 @@
+"""YAML recipes: templating, validation with file:line:column errors, compilation to a Pipeline.
+
+A recipe is rendered with jinja2 (variables from `--set key=value` and `env`), parsed, checked
+key by key, and compiled to the same `Pipeline` a Python user builds. A Data-Juicer text config
+(`dataset_path`, `export_path`, `process`) is accepted as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from .base import ParamError, closest_name, create_operator, get_operator, load_builtin_operators
+from .io import Source
+from .pipeline import Pipeline, RunResult
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# key -> (accepted types, what it is)
+SLUICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "recipe name"),
+    "description": ((str,), "what the recipe does"),
+    "input": ((str,), "one input path (file, directory or glob)"),
+    "inputs": ((list,), "inputs: paths or {path, name, weight}"),
+    "output": ((str, dict), "output directory, or {path, format}"),
+    "text_key": ((str,), "field holding the text (default: text)"),
+    "keep_stats": ((bool,), "keep stats.* columns in the output"),
+    "seed": ((int,), "seed for sampling and mixing"),
+    "ray": ((dict,), "{address, num_cpus}"),
+    "modules": ((list,), "user operator modules: .py paths or dotted names"),
+    "process": ((list,), "operators in order: - op_name: {params}"),
+}
+# Data-Juicer global keys sluice reads; the rest of Data-Juicer's globals are accepted and ignored.
+DJ_KEYS = {"project_name", "dataset_path", "export_path", "np", "text_keys", "process",
+           "ray_address", "keep_stats_in_res_ds", "seed"}
+DJ_IGNORED = {
+    "executor_type", "open_tracer", "trace_num", "op_fusion", "fusion_strategy", "cache_compress",
+    "use_cache", "ds_cache_dir", "use_checkpoint", "temp_dir", "open_monitor", "export_shard_size",
+    "export_in_parallel", "keep_hashes_in_res_ds", "suffixes", "add_suffix", "work_dir",
+    "save_stats_in_one_file", "event_logging", "op_list_to_trace", "image_key", "audio_key",
+    "video_key", "image_special_token", "audio_special_token", "video_special_token", "eoc_special_token",
+    "turbo", "skip_op_error", "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio",
+    "debug", "percentiles", "export_original_dataset", "save_stats_in_one_file", "export_type",
+    "load_dataset_kwargs", "adaptive_batch_size", "open_insight_mining", "op_list_to_mine",
+    "dataset", "validators", "partition_size", "checkpoint", "export_extra_args",
+}
+OUTPUT_FORMATS = ("parquet", "jsonl")
+
+
+class RecipeError(ValueError):
+    """A recipe problem a user can fix, as `file:line:column: message`."""
+
+
+@dataclass
+class Recipe:
+    name: str
+    pipeline: Pipeline
+    sources: list[Source]
+    output: str
+    output_format: str = "parquet"
+    keep_stats: bool = False
+    seed: int = 42
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    path: str = ""
+
+    def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None) -> RunResult:
+        return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
+                                 analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
+                                 ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
+                                 quiet=quiet)
+
+
+@dataclass
+class _Doc:
+    """Parsed YAML with the position of every key and value."""
+
+    filename: str
+    data: Any
+    marks: dict = field(default_factory=dict)       # path -> value mark
+    key_marks: dict = field(default_factory=dict)   # path -> key mark
+
+    def error(self, path: tuple, message: str, at_key: bool = False) -> RecipeError:
+        mark = None
+        for p in [path[:i] for i in range(len(path), -1, -1)]:
+            mark = (self.key_marks.get(p) if at_key and p == path else None) or self.marks.get(p)
+            if mark is not None:
+                break
+        where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}" if mark else self.filename
+        return RecipeError(f"{where}: {message}")
+
+
+def builtin_recipes() -> list[str]:
+    root = importlib.resources.files("sluice.recipes")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A recipe file by path, or a built-in recipe by name (webtext_clean)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = importlib.resources.files("sluice.recipes") / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if builtin.is_file():
+        return Path(str(builtin))
+    names = builtin_recipes()
+    hint = closest_name(name_or_path, names)
+    raise RecipeError(f"{name_or_path}: no such recipe file or built-in recipe"
+                      + (f"; did you mean '{hint}'?" if hint else f"; built-ins: {', '.join(names)}"))
+
+
+def render(text: str, filename: str, variables: dict[str, str]) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    try:
+        return env.from_string(text).render(env=dict(os.environ), **variables)
+    except jinja2.TemplateSyntaxError as e:
+        raise RecipeError(f"{filename}:{e.lineno}:1: template error: {e.message}") from None
+    except jinja2.UndefinedError as e:
+        name = re.search(r"'([^']+)' is undefined", str(e))
+        line = _line_of(text, name.group(1)) if name else 1
+        var = name.group(1) if name else "?"
+        raise RecipeError(f"{filename}:{line}:1: template variable '{var}' is undefined; pass "
+                          f"--set {var}=VALUE or give it a default: {{{{ {var} | default('...') }}}}") from None
+
+
+def _line_of(text: str, word: str) -> int:
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.search(rf"\b{re.escape(word)}\b", line):
+            return i
+    return 1
+
+
+def parse(text: str, filename: str) -> _Doc:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem}") from None
+    doc = _Doc(filename, data)
+    if node is not None:
+        _collect_marks(node, (), doc)
+    return doc
+
+
+def _collect_marks(node, path, doc: _Doc) -> None:
+    doc.marks[path] = node.start_mark
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            doc.key_marks[path + (key.value,)] = key.start_mark
+            _collect_marks(value, path + (key.value,), doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _collect_marks(item, path + (i,), doc)
+
+
+def load_recipe(name_or_path: str, variables: dict[str, str] | None = None) -> Recipe:
+    """Render, validate and compile a recipe; raise RecipeError naming file:line:column."""
+    path = resolve_recipe(name_or_path)
+    filename = str(path)
+    doc = parse(render(path.read_text(encoding="utf-8"), filename, variables or {}), filename)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a recipe is a mapping of keys such as name, inputs, output, process")
+    if "dataset_path" in doc.data or "export_path" in doc.data:
+        return _compile_data_juicer(doc, path)
+    return _compile(doc, path)
+
+
+def _check_keys(doc: _Doc) -> None:
+    for key, value in doc.data.items():
+        if key not in SLUICE_KEYS:
+            hint = closest_name(str(key), SLUICE_KEYS)
+            raise doc.error((key,), f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else
+                            f"; known keys: {', '.join(SLUICE_KEYS)}"), at_key=True)
+        types, what = SLUICE_KEYS[key]
+        well_typed = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        if value is not None and not well_typed:
+            names = " or ".join(t.__name__ for t in types)
+            raise doc.error((key,), f"'{key}' ({what}) must be {names}, got {type(value).__name__}")
+
+
+def _compile(doc: _Doc, path: Path) -> Recipe:
+    _check_keys(doc)
+    d = doc.data
+    if "name" not in d:
+        raise doc.error((), "missing key 'name'; add `name: my_recipe` at the top")
+    if ("input" in d) == ("inputs" in d):
+        raise doc.error((), "give exactly one of 'input' (a path) or 'inputs' (a list)")
+    sources = [Source(d["input"])] if "input" in d else [_source(doc, i, s) for i, s in enumerate(d["inputs"])]
+    names = [s.source_name() for s in sources]
+    if len(set(names)) != len(names):
+        raise doc.error(("inputs",), f"input names must differ, got {names}; set `name:` on each input")
+    output, fmt = _output(doc, d.get("output"))
+    ray_opts = d.get("ray") or {}
+    for key in ray_opts:
+        if key not in ("address", "num_cpus"):
+            raise doc.error(("ray", key), f"unknown ray option '{key}'; use address or num_cpus", at_key=True)
+    _load_modules(doc, path)
+    ops = _operators(doc, d.get("process") or [], d.get("text_key", "text"))
+    if any(s.weight is not None for s in sources) and not any(op.name == "source_mixer" for op in ops):
+        ops.append(create_operator("source_mixer", {"seed": d.get("seed", 42)}))
+    return Recipe(name=d["name"], pipeline=Pipeline(ops, text_key=d.get("text_key", "text")),
+                  sources=sources, output=output, output_format=fmt,
+                  keep_stats=bool(d.get("keep_stats", False)), seed=d.get("seed", 42),
+                  ray_address=ray_opts.get("address"), num_cpus=ray_opts.get("num_cpus"), path=str(path))
+
+
+def _source(doc: _Doc, i: int, spec) -> Source:
+    where = ("inputs", i)
+    if isinstance(spec, str):
+        return Source(spec)
+    if not isinstance(spec, dict) or "path" not in spec:
+        raise doc.error(where, "each input is a path or a mapping with 'path' (and optional name, weight)")
+    for key in spec:
+        if key not in ("path", "name", "weight"):
+            raise doc.error(where + (key,), f"unknown input key '{key}'; use path, name or weight", at_key=True)
+    weight = spec.get("weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+        raise doc.error(where + ("weight",), f"weight must be a number >= 0, got {weight!r}")
+    name = spec.get("name")
+    if name is not None and not SOURCE_NAME.match(str(name)):
+        raise doc.error(where + ("name",), f"input name {name!r} may use only letters, digits, _ . -")
+    return Source(str(spec["path"]), name, None if weight is None else float(weight))
+
+
+def _output(doc: _Doc, spec) -> tuple[str, str]:
+    if spec is None:
+        raise doc.error((), "missing key 'output'; add `output: out/my_run`")
+    if isinstance(spec, str):
+        return spec, "parquet"
+    for key in spec:
+        if key not in ("path", "format"):
+            raise doc.error(("output", key), f"unknown output key '{key}'; use path or format", at_key=True)
+    if "path" not in spec:
+        raise doc.error(("output",), "output needs 'path'")
+    fmt = spec.get("format", "parquet")
+    if fmt not in OUTPUT_FORMATS:
+        raise doc.error(("output", "format"), f"output format '{fmt}' is not one of {', '.join(OUTPUT_FORMATS)}")
+    return str(spec["path"]), fmt
+
+
+def _load_modules(doc: _Doc, recipe_path: Path) -> None:
+    import cloudpickle
+
+    for i, spec in enumerate(doc.data.get("modules") or []):
+        candidate = (recipe_path.parent / spec) if not os.path.isabs(spec) else Path(spec)
+        try:
+            if str(spec).endswith(".py"):
+                if not candidate.is_file():
+                    raise doc.error(("modules", i), f"operator module file '{spec}' not found (relative to the recipe)")
+                module_name = f"sluice_user_{candidate.stem}"
+                spec_obj = importlib.util.spec_from_file_location(module_name, candidate)
+                module = importlib.util.module_from_spec(spec_obj)
+                spec_obj.loader.exec_module(module)
+            else:
+                module = importlib.import_module(spec)
+        except ImportError as e:
+            raise doc.error(("modules", i), f"cannot import operator module '{spec}': {e}") from None
+        # Ray workers may not see the user's file: ship its code with the pickled operators.
+        cloudpickle.register_pickle_by_value(module)
+
+
+def _operators(doc: _Doc, process, text_key: str) -> list:
+    load_builtin_operators()
+    ops = []
+    for i, entry in enumerate(process):
+        where = ("process", i)
+        if isinstance(entry, str):
+            entry = {entry: None}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise doc.error(where, "each process step is one `- op_name: {params}` mapping")
+        (name, params), = entry.items()
+        params = params or {}
+        if not isinstance(params, dict):
+            raise doc.error(where + (name,), f"parameters of '{name}' must be a mapping, got {type(params).__name__}")
+        try:
+            cls = get_operator(name)
+            if "text_key" in {s.name for s in cls.param_specs()} and "text_key" not in params:
+                params = {**params, "text_key": text_key}
+            ops.append(create_operator(name, params))
+        except ParamError as e:
+            if e.param is None:
+                raise doc.error(where, e.message, at_key=True) from None
+            at_key = "unknown parameter" in e.message
+            param_path = where + (name, e.param)
+            if e.param not in params:
+                param_path = where + (name,)
+            raise doc.error(param_path, f"{name}.{e.param}: {e.message}", at_key=at_key) from None
+        except ValueError as e:
+            raise doc.error(where + (name,), f"{name}: {e}") from None
+    return ops
+
+
+def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
+    d = doc.data
+    for key in d:
+        if key not in DJ_KEYS and key not in DJ_IGNORED:
+            hint = closest_name(str(key), DJ_KEYS)
+            raise doc.error((key,), f"unknown Data-Juicer key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""),
+                            at_key=True)
+    if "dataset_path" not in d or "export_path" not in d:
+        raise doc.error((), "a Data-Juicer config needs both dataset_path and export_path")
+    sources = _dj_sources(doc, str(d["dataset_path"]))
+    export = Path(str(d["export_path"]))
+    fmt = "parquet" if export.suffix == ".parquet" else "jsonl"
+    output = str(export.with_suffix("")) if export.suffix else str(export)
+    text_keys = d.get("text_keys", "text")
+    text_key = text_keys[0] if isinstance(text_keys, list) else str(text_keys)
+    ops = _operators(doc, d.get("process") or [], text_key)
+    if any(s.weight is not None for s in sources):
+        ops.insert(0, create_operator("source_mixer", {"seed": d.get("seed", 42)}))
+    return Recipe(name=str(d.get("project_name", path.stem)), pipeline=Pipeline(ops, text_key=text_key),
+                  sources=sources, output=output, output_format=fmt,
+                  keep_stats=bool(d.get("keep_stats_in_res_ds", False)), seed=d.get("seed", 42),
+                  ray_address=d.get("ray_address") if d.get("ray_address") not in (None, "auto") else None,
+                  num_cpus=d.get("np"), path=str(path))
+
+
+def _dj_sources(doc: _Doc, spec: str) -> list[Source]:
+    """Data-Juicer's dataset_path: `path` or `w1 path1 w2 path2 ...`."""
+    parts = spec.split()
+    if len(parts) == 1:
+        return [Source(parts[0])]
+    try:
+        pairs = [(float(parts[i]), parts[i + 1]) for i in range(0, len(parts), 2)]
+    except (ValueError, IndexError):
+        raise doc.error(("dataset_path",), "dataset_path is a path or pairs of 'weight path'") from None
+    return [Source(p, f"{Path(p).stem}_{i}" if i else Path(p).stem, w) for i, (w, p) in enumerate(pairs)]

@@ -1,0 +1,161 @@
+"""Whole-dataset selection: top-k by a field, exact random samples, weighted source mixing.
+
+Random choices come from a seeded hash of each row's stable `__id__`, so a sample does not
+depend on how the data is split into blocks or on the order rows arrive in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import ID_COLUMN, SOURCE_COLUMN, ParamError, Selector, param, register
+
+RANK_COLUMN = "__rank__"
+FIELD_COLUMN = "__select_key__"
+
+
+def row_uniforms(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) value per row id (splitmix64 of id and seed)."""
+    z = ids.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def with_rank(table: pa.Table, seed: int) -> pa.Table:
+    ids = table.column(ID_COLUMN).to_numpy()
+    return table.append_column(RANK_COLUMN, pa.array(row_uniforms(ids, seed)))
+
+
+def take_lowest_ranks(ds, k: int, n: int):
+    """Exactly the k rows of `ds` (n rows, with RANK_COLUMN) that have the lowest rank."""
+    if k >= n:
+        return ds
+    if k == 0:
+        return ds.limit(0)
+    # Keep a margin of 6 standard deviations above the expected k so one pass almost always
+    # suffices; the sort then only sees about k rows.
+    p = k / n
+    cutoff = min(1.0, p + 6 * math.sqrt(p * (1 - p) / n) + 1 / n)
+    candidates = ds.filter(expr=f"{RANK_COLUMN} < {cutoff!r}").materialize()
+    if candidates.count() < k:
+        candidates = ds
+    return candidates.sort(RANK_COLUMN).limit(k)
+
+
+def field_values(table: pa.Table, key: str):
+    """A column by name, or a nested struct field by dotted path (meta.score)."""
+    if key in table.column_names:
+        return table.column(key)
+    head, _, rest = key.partition(".")
+    if head not in table.column_names or not rest:
+        raise ParamError("selector", "field_key", f"no field '{key}' in the data (columns: {', '.join(table.column_names)})")
+    column = table.column(head)
+    for part in rest.split("."):
+        column = pc.struct_field(column, part)
+    return column
+
+
+@register
+class topk_specified_field_selector(Selector):
+    """Keeps the rows with the highest (or, with reverse=false, lowest) values of a field or
+    stat; drops the rest and rows where the field is null. Ties break by input order."""
+
+    field_key: str = param(doc="field or stat column to rank by, e.g. stats.text_len or meta.score")
+    top_ratio: Optional[float] = param(None, doc="keep this fraction of rows", ge=0.0, le=1.0)
+    topk: Optional[int] = param(None, doc="keep at most this many rows", ge=0)
+    reverse: bool = param(True, doc="true keeps the highest values, false the lowest")
+
+    def setup(self):
+        if self.top_ratio is None and self.topk is None:
+            raise ParamError(self.name, "topk", "set topk or top_ratio")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return table.append_column(FIELD_COLUMN, field_values(table, self.field_key))
+
+    def apply(self, ds, ctx):
+        n = ds.count()
+        k = min(x for x in (self.topk, None if self.top_ratio is None else int(self.top_ratio * n)) if x is not None)
+        ranked = ds.filter(expr=f"{FIELD_COLUMN} is not null")
+        top = ranked.sort([FIELD_COLUMN, ID_COLUMN], descending=[self.reverse, False]).limit(k)
+        return top.drop_columns([FIELD_COLUMN])
+
+
+@register
+class random_selector(Selector):
+    """Keeps an exact-size random sample of rows, seeded and reproducible; drops the rest."""
+
+    select_ratio: Optional[float] = param(None, doc="keep this fraction of rows", ge=0.0, le=1.0)
+    select_num: Optional[int] = param(None, doc="keep this many rows", ge=0)
+    seed: int = param(42, doc="random seed")
+
+    def setup(self):
+        if self.select_ratio is None and self.select_num is None:
+            raise ParamError(self.name, "select_num", "set select_num or select_ratio")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return with_rank(table, self.seed)
+
+    def apply(self, ds, ctx):
+        n = ds.count()
+        sizes = [self.select_num, None if self.select_ratio is None else int(self.select_ratio * n)]
+        k = min(x for x in sizes if x is not None)
+        return take_lowest_ranks(ds, k, n).drop_columns([RANK_COLUMN])
+
+
+def mixture_targets(available: dict[str, int], weights: dict[str, float], total: int | None,
+                    caps: dict[str, int]) -> dict[str, int]:
+    """Rows to take from each source: proportional to `weights`, summing exactly to `total`
+    (largest remainders), or, without a total, the largest mixture no source runs short of."""
+    weights = {s: w for s, w in weights.items() if w > 0}
+    norm = sum(weights.values())
+    share = {s: w / norm for s, w in weights.items()}
+    supply = {s: min(available.get(s, 0), caps.get(s, available.get(s, 0))) for s in share}
+    if total is None:
+        total = int(min(supply[s] / share[s] for s in share))
+    exact = {s: share[s] * total for s in share}
+    targets = {s: int(math.floor(v)) for s, v in exact.items()}
+    for s in sorted(share, key=lambda s: (targets[s] - exact[s], s))[: total - sum(targets.values())]:
+        targets[s] += 1
+    for s, t in targets.items():
+        if t > supply[s]:
+            raise ValueError(f"source_mixer: source '{s}' has {supply[s]:,} rows available but its weight "
+                             f"needs {t:,} of total_rows {total:,}; lower total_rows or its weight")
+    return targets
+
+
+@register
+class source_mixer(Selector):
+    """Mixes the run's inputs by weight into exact per-source row counts (seeded, reproducible);
+    drops the rows not drawn. Weights default to the inputs' `weight:` values."""
+
+    weights: Optional[dict[str, float]] = param(None, doc="source name -> weight (default: the inputs' weights)")
+    total_rows: Optional[int] = param(None, doc="rows in the mixture (default: as many as the weights allow)", ge=0)
+    max_rows_per_source: Optional[Union[int, dict[str, int]]] = param(
+        None, doc="cap on rows drawn from each source (one number, or source name -> cap)")
+    seed: int = param(42, doc="random seed")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return with_rank(table, self.seed)
+
+    def apply(self, ds, ctx):
+        weights = self.weights or {name: s.weight for name, s in ctx.sources.items() if s.weight is not None}
+        if not weights:
+            weights = {name: 1.0 for name in ctx.sources}
+        counts = {r[SOURCE_COLUMN]: r["count()"] for r in ds.groupby(SOURCE_COLUMN).count().take_all()}
+        unknown = sorted(set(weights) - set(ctx.sources)) if ctx.sources else []
+        if unknown:
+            raise ValueError(f"source_mixer: no input named {unknown}; inputs are {sorted(ctx.sources)}")
+        caps = self.max_rows_per_source
+        caps = {s: caps for s in weights} if isinstance(caps, int) else dict(caps or {})
+        targets = mixture_targets(counts, weights, self.total_rows, caps)
+        parts = [take_lowest_ranks(ds.filter(expr=f"{SOURCE_COLUMN} == '{s}'"), k, counts.get(s, 0))
+                 for s, k in sorted(targets.items())]
+        mixed = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        return mixed.drop_columns([RANK_COLUMN])

@@ -1,0 +1,292 @@
+"""Built-in text mappers: cleaning and normalization, one batch at a time with Arrow kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import sys
+from typing import Optional
+
+import ftfy
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.operators.base import STATS_PREFIX, Mapper, ParamError, param, register
+from sluice.operators.text.words import free_marker, replace_column, special_characters, text_array
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class TextMapper(Mapper):
+    """A mapper that rewrites one text field; null texts stay null."""
+
+    text_key: str = param("text", doc="field holding the text")
+
+    def process(self, table: pa.Table) -> pa.Table:
+        return replace_column(table, self.text_key, self.transform(text_array(self, table)))
+
+    def transform(self, text: pa.Array) -> pa.Array:
+        raise NotImplementedError
+
+
+def _apply_where(text: pa.Array, pattern: str, change) -> pa.Array:
+    """Apply `change` (Array -> Array) only to the rows matching regex `pattern`."""
+    mask = pc.fill_null(pc.match_substring_regex(text, pattern), False)
+    if not pc.any(mask).as_py():
+        return text
+    return pc.replace_with_mask(text, mask, change(pc.filter(text, mask)))
+
+
+def _join_pieces(pieces: pa.ListArray, keep: np.ndarray, text: pa.Array) -> pa.Array:
+    """Concatenate the kept pieces of each row back into one string (null rows stay null)."""
+    parents = pc.list_parent_indices(pieces).to_numpy()
+    counts = np.bincount(parents[keep], minlength=len(text))
+    offsets = np.zeros(len(text) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    mask = text.is_null() if text.null_count else None
+    kept = pc.filter(pieces.flatten(), pa.array(keep))
+    lists = pa.ListArray.from_arrays(pa.array(offsets), kept, mask=mask)
+    return pc.binary_join(lists, "").cast(text.type)
+
+
+@register
+class whitespace_normalization_mapper(TextMapper):
+    """Changes every Unicode space (no-break, ideographic, en/em spaces, tabs, ...) to ' ',
+    drops zero-width spaces and byte-order marks, collapses runs of spaces into one, removes
+    spaces at line ends and strips the text. Newlines are kept."""
+
+    def transform(self, text):
+        text = pc.replace_substring_regex(text, "[\u200b\u2060\ufeff]", "")
+        text = pc.replace_substring_regex(
+            text, "[\t\x0b\x0c \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+", " ")
+        text = pc.replace_substring_regex(text, " ?\n ?", "\n")
+        return pc.utf8_trim_whitespace(text)
+
+
+@register
+class fix_unicode_mapper(TextMapper):
+    """Repairs mojibake and broken Unicode with ftfy (e.g. 'Ã©' -> 'é', HTML entities outside
+    markup, curly-quote and ligature fixes, CRLF line breaks), then applies the Unicode
+    normalization form `normalization` (NFKC also folds full-width forms).
+
+    ftfy is per-row Python. Rows of plain printable ASCII without '&' are exactly those ftfy
+    leaves unchanged, so only the other rows go through it: English text is mostly skipped."""
+
+    normalization: str = param("NFC", doc="Unicode normalization form applied after fixing",
+                               choices=("NFC", "NFKC", "NFD", "NFKD"))
+
+    def transform(self, text):
+        def fix(rows):
+            return pa.array([ftfy.fix_text(t, normalization=self.normalization)
+                             for t in rows.to_pylist()], type=text.type)
+
+        return _apply_where(text, "[^\t\n\x0c\x20-\x7e]|&", fix)
+
+
+# Unicode punctuation and its ASCII counterpart (the map Data-Juicer uses, without its
+# mapping of the full-width digit one to a quote).
+PUNCTUATION_TO_ASCII = {
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"',
+    "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?",
+    "！": "!", "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~",
+    "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%",
+    "►": "-",
+}
+
+
+@register
+class punctuation_normalization_mapper(TextMapper):
+    """Changes Unicode punctuation to ASCII: full-width and CJK commas, stops, brackets and
+    colons, curly and angle quotes, dashes ('—' -> ' - '), ellipsis ('…' -> '...')."""
+
+    def transform(self, text):
+        def normalize(rows):
+            for source, target in PUNCTUATION_TO_ASCII.items():
+                rows = pc.replace_substring(rows, source, target)
+            return rows
+
+        return _apply_where(text, "[^\x00-\x7f]", normalize)
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class RegexCleanMapper(TextMapper):
+    """Replaces every match of a regular expression (RE2 syntax) with `repl`."""
+
+    pattern: Optional[str] = param(None, doc="regular expression (RE2 syntax) to remove; "
+                                             "null uses the built-in pattern")
+    repl: str = param("", doc="replacement for each match")
+
+    default_pattern = ""
+
+    def setup(self):
+        if self.pattern is None:
+            self.pattern = self.default_pattern
+        try:
+            pc.replace_substring_regex(pa.array([""]), self.pattern, self.repl)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise ParamError(self.name, "pattern", f"invalid regular expression: {e}") from None
+
+    def transform(self, text):
+        return pc.replace_substring_regex(text, self.pattern, self.repl)
+
+
+@register
+class clean_email_mapper(RegexCleanMapper):
+    """Removes e-mail addresses (or replaces them with `repl`)."""
+
+    default_pattern = r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}"
+
+
+@register
+class clean_links_mapper(RegexCleanMapper):
+    """Removes links: URLs with a scheme (http, https, ftp, ...), 'www.' addresses and bare
+    domains followed by a path. Trailing sentence punctuation stays in the text."""
+
+    default_pattern = (r"(?i)\b(?:[a-z][a-z0-9+.\-]*://|www\d{0,3}\.|[a-z0-9.\-]+\.[a-z]{2,6}/)"
+                       r"[^\s<>\"'`]*[^\s<>\"'`.,;:!?()\[\]{}«»“”‘’]")
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+
+
+@register
+class clean_ip_mapper(RegexCleanMapper):
+    """Removes IP addresses: IPv4 dotted quads (each part 0-255) and full IPv6 addresses
+    (eight groups of hex digits)."""
+
+    default_pattern = (rf"\b(?:{_OCTET}\.){{3}}{_OCTET}\b"
+                       r"|\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
+
+
+_BLOCK_TAGS = ("address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|form|"
+               "h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|td|th|title|tr|ul")
+
+
+@register
+class clean_html_mapper(TextMapper):
+    """Turns HTML into plain text: drops comments and the contents of script and style
+    elements, ends a line at block tags (p, div, br, li, headings, table rows, ...), removes
+    all other tags, unescapes entities ('&amp;' -> '&') and collapses the whitespace markup
+    indentation leaves behind. Entity unescaping is per-row Python, only for rows holding one."""
+
+    def transform(self, text):
+        text = pc.replace_substring_regex(
+            text, r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>", "")
+        text = pc.replace_substring_regex(text, rf"(?i)<\s*/?\s*(?:{_BLOCK_TAGS})\b[^>]*>", "\n")
+        text = pc.replace_substring_regex(text, r"</?[A-Za-z][^>]*>|<![^>]*>", "")
+        text = _apply_where(text, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
+                            lambda rows: pa.array([html.unescape(t) for t in rows.to_pylist()],
+                                                  type=text.type))
+        text = pc.replace_substring_regex(text, r"[ \t\u00a0]+", " ")
+        text = pc.replace_substring_regex(text, r" ?\n\s*", "\n")
+        return pc.utf8_trim_whitespace(text)
+
+
+@register
+class remove_repeat_sentences_mapper(TextMapper):
+    """Removes every sentence that already appeared earlier in the same text, keeping the
+    first. Sentences end at '.', '!', '?', '…' and their full-width forms (with any closing
+    quotes) or at a line end; line breaks are kept. Sentences shorter than
+    `min_repeat_sentence_length` are never removed."""
+
+    lowercase: bool = param(False, doc="compare sentences case-insensitively")
+    ignore_special_character: bool = param(
+        True, doc="compare sentences on letters, digits, CJK characters and spaces only")
+    min_repeat_sentence_length: int = param(
+        2, ge=0, doc="sentences shorter than this (after the options above) are always kept")
+
+    def transform(self, text):
+        marker = free_marker(text)
+        marked = pc.replace_substring(text, "\n", marker + "\n" + marker)
+        marked = pc.replace_substring_regex(marked, "([.。!！?？…]+[’”\"]*)", r"\1" + marker)
+        pieces = pc.split_pattern(marked, marker)
+        flat = pieces.flatten()
+        key = pc.utf8_trim_whitespace(flat)
+        if self.lowercase:
+            key = pc.utf8_lower(key)
+        if self.ignore_special_character:
+            key = pc.replace_substring_regex(key, "[^a-zA-Z0-9\u4e00-\u9fa5\n\t ]", "")
+        short = pc.less(pc.utf8_length(key), self.min_repeat_sentence_length).to_numpy(
+            zero_copy_only=False)
+        keep = short | pc.equal(flat, "\n").to_numpy(zero_copy_only=False)
+        ids = pc.dictionary_encode(key).indices.to_numpy().astype(np.int64)
+        parents = pc.list_parent_indices(pieces).to_numpy().astype(np.int64)
+        _, first = np.unique(parents * (int(ids.max(initial=0)) + 1) + ids, return_index=True)
+        keep[first] = True
+        return _join_pieces(pieces, keep, text)
+
+
+@register
+class remove_long_words_mapper(TextMapper):
+    """Removes words (split on spaces, tabs and newlines) whose length is outside
+    [min_len, max_len], unless stripping leading and trailing punctuation brings it inside.
+    As in Data-Juicer the text is then rejoined: one space between words, one tab or newline
+    where the removed stretch held one, no empty lines, no leading or trailing blanks."""
+
+    min_len: int = param(1, ge=0, doc="shortest word kept, in characters")
+    max_len: int = param(sys.maxsize, ge=0, doc="longest word kept, in characters")
+
+    def transform(self, text):
+        marker = free_marker(text)
+        pieces = pc.split_pattern(
+            pc.replace_substring_regex(text, "([ \t\n]+)", marker + r"\1" + marker), marker)
+        flat = pieces.flatten()
+        offsets = pieces.offsets.to_numpy()
+        parents = pc.list_parent_indices(pieces).to_numpy()
+        is_word = (np.arange(len(flat)) - (offsets[parents] - offsets[0])) % 2 == 0
+
+        def fits(lengths):
+            return ((lengths >= self.min_len) & (lengths <= self.max_len)).to_numpy(
+                zero_copy_only=False)
+
+        stripped = pc.utf8_trim(flat, characters=special_characters())
+        keep = ~is_word | fits(pc.utf8_length(flat)) | fits(pc.utf8_length(stripped))
+        joined = _join_pieces(pieces, keep, text)
+        joined = pc.replace_substring_regex(joined, "[ \t\n]*\n[ \t\n]*", "\n")
+        joined = pc.replace_substring_regex(joined, "[ \t]*\t[ \t]*", "\t")
+        joined = pc.replace_substring_regex(joined, " +", " ")
+        return pc.utf8_trim(joined, characters=" \t\n")
+
+
+def _internal(column: str) -> bool:
+    return column.startswith("__") or column.startswith(STATS_PREFIX)
+
+
+def _check_fields(op, param_name: str, wanted, table: pa.Table) -> None:
+    missing = [f for f in wanted if f not in table.column_names]
+    if missing:
+        raise ParamError(op.name, param_name, f"field(s) {', '.join(map(repr, missing))} not in "
+                         f"the data; fields: {', '.join(table.column_names)}")
+
+
+@register
+class rename_fields_mapper(Mapper):
+    """Renames fields: `mapping` maps each old name to its new name. Other fields are kept."""
+
+    mapping: dict[str, str] = param(doc="old field name -> new field name")
+
+    def setup(self):
+        targets = list(self.mapping.values())
+        if len(set(targets)) != len(targets):
+            raise ParamError(self.name, "mapping", "two fields are renamed to the same name")
+
+    def process(self, table):
+        _check_fields(self, "mapping", self.mapping, table)
+        names = [self.mapping.get(c, c) for c in table.column_names]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ParamError(self.name, "mapping", f"renaming would give two fields named {clash[0]!r}")
+        return table.rename_columns(names)
+
+
+@register
+class select_fields_mapper(Mapper):
+    """Keeps only the fields listed in `fields` (in that order) and drops the others.
+    Internal columns (starting with '__', and 'stats.*') are always kept."""
+
+    fields: list[str] = param(doc="names of the fields to keep")
+
+    def process(self, table):
+        _check_fields(self, "fields", self.fields, table)
+        internal = [c for c in table.column_names if _internal(c) and c not in self.fields]
+        return table.select(list(self.fields) + internal)
