@@ -177,7 +177,7 @@ class clean_html_mapper(TextMapper):
         text = _apply_where(text, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
                             lambda rows: pa.array([html.unescape(t) for t in rows.to_pylist()],
                                                   type=text.type))
-        text = pc.replace_substring_regex(text, r"[ \t\u00a0]+", " ")
+        text = pc.replace_substring_regex(text, "[ \t\u00a0]+", " ")
         text = pc.replace_substring_regex(text, r" ?\n\s*", "\n")
         return pc.utf8_trim_whitespace(text)
 
@@ -236,8 +236,8 @@ class remove_long_words_mapper(TextMapper):
         is_word = (np.arange(len(flat)) - (offsets[parents] - offsets[0])) % 2 == 0
 
         def fits(lengths):
-            return ((lengths >= self.min_len) & (lengths <= self.max_len)).to_numpy(
-                zero_copy_only=False)
+            lengths = lengths.to_numpy(zero_copy_only=False)
+            return (lengths >= self.min_len) & (lengths <= self.max_len)
 
         stripped = pc.utf8_trim(flat, characters=special_characters())
         keep = ~is_word | fits(pc.utf8_length(flat)) | fits(pc.utf8_length(stripped))
