@@ -306,7 +306,7 @@ def _signatures(data, starts, ends, doc_off, window, sep, compat, a, b, out, has
                 base = (h ^ (h >> np.uint64(32))) & _M32
             x = np.uint32(_fmix32(base))
             for k in range(num_perm):
-                mins[k] = min(mins[k], a[k] * x + b[k])
+                mins[k] = min(mins[k], np.uint32(a[k] * x + b[k]))
         out[d, :] = mins
     return out
 
