@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import statistics
 import threading
 import time
@@ -58,7 +59,9 @@ def parse_one(sql: str) -> exp.Expression:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except sqlglot.errors.ParseError as e:
         first = e.errors[0] if e.errors else {}
-        desc = str(first.get("description", e)).split("\n")[0]
+        desc = re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", str(first.get("description", e)).split("\n")[0])
+        if first.get("highlight"):
+            desc += f" near '{first['highlight']}'"
         raise QueryParseError(desc, first.get("line"), first.get("col")) from None
     except sqlglot.errors.TokenError as e:
         raise QueryParseError(str(e).split("\n")[0]) from None

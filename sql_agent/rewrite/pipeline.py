@@ -121,8 +121,8 @@ class Rewriter:
         self.config = config
         self.generators = generators
         sandbox_cfg = SandboxConfig(config.timeout_s, config.memory_limit, config.threads)
-        copies = perturbed_copies(db_path, config.cache_dir) if config.perturb else {}
         self.sandbox = Sandbox(db_path, sandbox_cfg)
+        copies = perturbed_copies(db_path, config.cache_dir) if config.perturb else {}
         self.copies = {name: Sandbox(path, sandbox_cfg) for name, path in copies.items()}
         self.profile = profile(self.sandbox, config.cache_dir)
 
