@@ -63,6 +63,26 @@ def special_characters() -> str:
     return "".join(chr(i) for i in np.flatnonzero(char_class("special")))
 
 
+def last_batch(fn):
+    """Keep `fn(arr)` for the last array seen: the filters of one fused stage ask for the
+    same batch's code points or words in turn. The array is kept with the result, so its
+    buffers (the cache key) cannot be freed and reused by another batch meanwhile."""
+    cache: list = []
+
+    @functools.wraps(fn)
+    def cached(arr: pa.Array):
+        key = (tuple(b.address if b is not None else 0 for b in arr.buffers()), arr.offset, len(arr))
+        if cache and cache[0][0] == key:
+            return cache[0][2]
+        result = fn(arr)
+        cache[:] = [(key, arr, result)]
+        return result
+
+    cached.cache_clear = cache.clear
+    return cached
+
+
+@last_batch
 def codepoints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """All characters of a string array as code points, and per-row character offsets
     (length n+1). Null rows count as empty. One decode for the whole array, no per-row work."""
@@ -113,15 +133,9 @@ class Words:
     offsets: np.ndarray     # row i's words are values[offsets[i]:offsets[i+1]]
 
 
-_words_cache: list = []  # [(buffers key, array, Words)]: the last batch split
-
-
+@last_batch
 def refined_words(arr: pa.Array) -> Words:
-    """Split `arr` into refined words. Several filters of one fused stage ask for the same
-    batch's words; the last result is kept (with its array, so the buffers cannot be reused)."""
-    key = (tuple(b.address if b is not None else 0 for b in arr.buffers()), arr.offset, len(arr))
-    if _words_cache and _words_cache[0][0] == key:
-        return _words_cache[0][2]
+    """Split `arr` into refined words (see `Words`)."""
     spaced = pc.replace_substring(pc.replace_substring(arr, "\n", " "), "\t", " ")
     lists = pc.split_pattern(spaced, " ")
     flat = pc.utf8_trim(pc.utf8_lower(lists.flatten()), characters=special_characters())
@@ -130,9 +144,7 @@ def refined_words(arr: pa.Array) -> Words:
     counts = np.bincount(parents, minlength=len(arr)).astype(np.int64)
     offsets = np.zeros(len(arr) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    words = Words(pc.filter(flat, nonempty), counts, offsets)
-    _words_cache[:] = [(key, arr, words)]
-    return words
+    return Words(pc.filter(flat, nonempty), counts, offsets)
 
 
 def word_ids(words: Words) -> np.ndarray:
@@ -188,10 +200,12 @@ class NgramCounts:
 def ngram_counts(tokens: np.ndarray, offsets: np.ndarray, n: int) -> NgramCounts:
     """Count the n-grams of tokens within each row (n-grams never cross rows).
 
-    n-grams are compared by a 64-bit hash; sorting (row, hash) keys puts equal n-grams of a
-    row side by side. The row takes the top bits of the key, the hash the rest (>= 43 bits
-    for up to 2**20 rows), so two different n-grams of one document collide with probability
-    about m**2 / 2**44 for m n-grams: negligible for the ratios built on these counts."""
+    n-grams are compared by a 64-bit polynomial hash. A sort key holds the hash's low bits
+    shifted up and the row number in the bits freed (the low bits of a polynomial hash mod
+    2**64 depend on every token; its high bits would not separate n-grams that differ in the
+    last token). Sorting puts equal (n-gram, row) pairs side by side. With at least 44 hash
+    bits (up to 2**20 rows) two different n-grams of one document of m n-grams collide with
+    probability about m**2 / 2**45: negligible for the ratios built on these counts."""
     rows = len(offsets) - 1
     lengths = np.diff(offsets)
     windows = np.maximum(lengths - n + 1, 0)
@@ -205,11 +219,11 @@ def ngram_counts(tokens: np.ndarray, offsets: np.ndarray, n: int) -> NgramCounts
     np.cumsum(windows[:-1], out=first_window[1:])
     position = np.arange(total, dtype=np.int64) + np.repeat(offsets[:-1] - first_window, windows)
     row_bits = max(1, int(rows).bit_length())
-    keys = (row_of << np.uint64(64 - row_bits)) | (hashes[position] >> np.uint64(row_bits))
+    keys = (hashes[position] << np.uint64(row_bits)) | row_of
     keys.sort()
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     count = np.diff(np.append(starts, len(keys)))
-    row = (keys[starts] >> np.uint64(64 - row_bits)).astype(np.int64)
+    row = (keys[starts] & np.uint64((1 << row_bits) - 1)).astype(np.int64)
     return NgramCounts(row, count, windows)
 
 

@@ -1,0 +1,454 @@
+"""Built-in text filters. Each computes its stats for a whole batch at once (Arrow kernels and
+numpy over code points or word ids) and keeps rows whose stats lie within its thresholds.
+Rows whose text is null get null stats, and every filter drops them."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sluice.operators.base import Filter, ParamError, in_range, param, register
+from sluice.operators.expression import compile_expression
+from sluice.operators.text.words import (char_class, codepoints, count_per_row, load_word_list,
+                                         ngram_counts, ratio, refined_words, text_array,
+                                         with_nulls, word_ids)
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class TextFilter(Filter):
+    """A filter over one text field. Subclasses set `stat_names` and `text_stats`."""
+
+    text_key: str = param("text", doc="field holding the text")
+
+    def compute_stats(self, table: pa.Table) -> dict[str, pa.Array]:
+        return self.text_stats(text_array(self, table))
+
+    def text_stats(self, text: pa.Array) -> dict[str, pa.Array]:
+        raise NotImplementedError
+
+
+def _no_tokenizer(op) -> None:
+    if op.tokenization:
+        raise ParamError(op.name, "tokenization", "tokenizing with a model is not available "
+                         "(no tokenizer model ships with sluice); use false to split words on "
+                         "whitespace")
+
+
+def _suffix(value, default) -> str:
+    """Stat-name suffix for a parameter that changes a stat's value."""
+    return "" if value == default else f"_{value}"
+
+
+@register
+class text_length_filter(TextFilter):
+    """Keeps rows whose text length in characters is within [min_len, max_len]."""
+
+    min_len: int = param(10, ge=0, doc="shortest text kept, in characters")
+    max_len: int = param(sys.maxsize, ge=0, doc="longest text kept, in characters")
+
+    stat_names = ("text_len",)
+
+    def text_stats(self, text):
+        return {"text_len": pc.utf8_length(text).cast(pa.int64())}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "text_len"), self.min_len, self.max_len)
+
+
+@register
+class words_num_filter(TextFilter):
+    """Keeps rows whose number of words is within [min_num, max_num]. Words are split on
+    spaces, tabs and newlines; tokens made only of punctuation, symbols or digits do not count."""
+
+    lang: str = param("en", doc="language of the text (kept for Data-Juicer recipes; words are "
+                                "split on whitespace in every language)")
+    tokenization: bool = param(False, doc="split words with a tokenizer model (not available)")
+    min_num: int = param(10, ge=0, doc="fewest words kept")
+    max_num: int = param(sys.maxsize, ge=0, doc="most words kept")
+
+    stat_names = ("num_words",)
+
+    def setup(self):
+        _no_tokenizer(self)
+
+    def text_stats(self, text):
+        return {"num_words": with_nulls(refined_words(text).counts, text)}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "num_words"), self.min_num, self.max_num)
+
+
+def _char_ratio(text: pa.Array, kind: str) -> pa.Array:
+    """Share of the characters of each row that belong to character class `kind`."""
+    cps, offsets = codepoints(text)
+    hits = count_per_row(char_class(kind)[cps], offsets)
+    return with_nulls(ratio(hits, np.diff(offsets)), text)
+
+
+@register
+class alphanumeric_filter(TextFilter):
+    """Keeps rows whose share of letters and digits (Python's `str.isalnum`) among all
+    characters is within [min_ratio, max_ratio]."""
+
+    tokenization: bool = param(False, doc="divide by model tokens instead of characters "
+                                          "(not available: no tokenizer model ships)")
+    min_ratio: float = param(0.25, ge=0, doc="lowest alphanumeric ratio kept")
+    max_ratio: float = param(float(sys.maxsize), ge=0, doc="highest alphanumeric ratio kept")
+
+    stat_names = ("alnum_ratio",)
+
+    def setup(self):
+        _no_tokenizer(self)
+
+    def text_stats(self, text):
+        return {"alnum_ratio": _char_ratio(text, "alnum")}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "alnum_ratio"), self.min_ratio, self.max_ratio)
+
+
+@register
+class special_characters_filter(TextFilter):
+    """Keeps rows whose share of special characters (punctuation, symbols and emoji,
+    whitespace, ASCII digits) is within [min_ratio, max_ratio]."""
+
+    min_ratio: float = param(0.0, ge=0, le=1, doc="lowest special-character ratio kept")
+    max_ratio: float = param(0.25, ge=0, le=1, doc="highest special-character ratio kept")
+
+    stat_names = ("special_char_ratio",)
+
+    def text_stats(self, text):
+        return {"special_char_ratio": _char_ratio(text, "special")}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "special_char_ratio"), self.min_ratio, self.max_ratio)
+
+
+@register
+class digit_ratio_filter(TextFilter):
+    """Keeps rows whose share of decimal digits (any script) among all characters is within
+    [min_ratio, max_ratio]. Not a Data-Juicer operator."""
+
+    min_ratio: float = param(0.0, ge=0, le=1, doc="lowest digit ratio kept")
+    max_ratio: float = param(1.0, ge=0, le=1, doc="highest digit ratio kept")
+
+    stat_names = ("digit_ratio",)
+
+    def text_stats(self, text):
+        return {"digit_ratio": _char_ratio(text, "digit")}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "digit_ratio"), self.min_ratio, self.max_ratio)
+
+
+# Rows of more characters than this are split into groups for the n-gram sort, which bounds
+# memory (about 40 bytes per character) on large batches.
+_CHARS_PER_GROUP = 1 << 22
+
+
+def _row_groups(offsets: np.ndarray):
+    """Consecutive row ranges [a, b) of about _CHARS_PER_GROUP characters each."""
+    bounds = np.searchsorted(offsets, np.arange(0, offsets[-1], _CHARS_PER_GROUP), side="right") - 1
+    bounds = np.unique(np.concatenate(([0], bounds, [len(offsets) - 1])))
+    return zip(bounds[:-1], bounds[1:])
+
+
+def top_ngram_share(counts, rows: int) -> np.ndarray:
+    """Data-Juicer's character repetition ratio per row from its distinct n-gram counts:
+    the sum of the k largest counts over all n-grams, k = min(floor(sqrt(distinct)),
+    number of n-grams occurring more than once)."""
+    distinct = np.bincount(counts.row, minlength=rows)
+    repeated = counts.count > 1
+    k = np.minimum(np.floor(np.sqrt(distinct)).astype(np.int64),
+                   np.bincount(counts.row[repeated], minlength=rows))
+    row, count = counts.row[repeated], counts.count[repeated]
+    order = np.lexsort((-count, row))
+    row, count = row[order], count[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row, side="left")
+    top = rank < k[row]
+    top_sum = np.bincount(row[top], weights=count[top], minlength=rows)
+    return ratio(top_sum, counts.totals)
+
+
+@register
+class character_repetition_filter(TextFilter):
+    """Keeps rows whose character n-gram repetition ratio (Data-Juicer's definition: the
+    share of all n-grams taken by the sqrt(#distinct) most frequent repeated ones) is within
+    [min_ratio, max_ratio]. High values mean boilerplate or repeated spam."""
+
+    rep_len: int = param(10, ge=1, doc="n-gram length in characters")
+    min_ratio: float = param(0.0, ge=0, le=1, doc="lowest repetition ratio kept")
+    max_ratio: float = param(0.5, ge=0, le=1, doc="highest repetition ratio kept")
+
+    @property
+    def stat_names(self):
+        return ("char_rep_ratio" + _suffix(self.rep_len, 10),)
+
+    def text_stats(self, text):
+        cps, offsets = codepoints(text)
+        values = np.zeros(len(text), dtype=np.float64)
+        for a, b in _row_groups(offsets):
+            group = offsets[a:b + 1]
+            counts = ngram_counts(cps[group[0]:group[-1]], group - group[0], self.rep_len)
+            values[a:b] = top_ngram_share(counts, b - a)
+        return {self.stat_names[0]: with_nulls(values, text)}
+
+    def keep(self, table):
+        return in_range(self.stat(table, self.stat_names[0]), self.min_ratio, self.max_ratio)
+
+
+@register
+class word_repetition_filter(TextFilter):
+    """Keeps rows whose word n-gram repetition ratio (Data-Juicer's definition: the share of
+    word n-grams that occur more than once in the text) is within [min_ratio, max_ratio].
+    Words are lowercased and stripped of surrounding punctuation."""
+
+    lang: str = param("en", doc="language of the text (kept for Data-Juicer recipes)")
+    tokenization: bool = param(False, doc="split words with a tokenizer model (not available)")
+    rep_len: int = param(10, ge=1, doc="n-gram length in words")
+    min_ratio: float = param(0.0, ge=0, le=1, doc="lowest repetition ratio kept")
+    max_ratio: float = param(0.5, ge=0, le=1, doc="highest repetition ratio kept")
+
+    def setup(self):
+        _no_tokenizer(self)
+
+    @property
+    def stat_names(self):
+        return ("word_rep_ratio" + _suffix(self.rep_len, 10),)
+
+    def text_stats(self, text):
+        words = refined_words(text)
+        counts = ngram_counts(word_ids(words), words.offsets, self.rep_len)
+        repeated = counts.count > 1
+        repeated_sum = np.bincount(counts.row[repeated], weights=counts.count[repeated],
+                                   minlength=len(text))
+        return {self.stat_names[0]: with_nulls(ratio(repeated_sum, counts.totals), text)}
+
+    def keep(self, table):
+        return in_range(self.stat(table, self.stat_names[0]), self.min_ratio, self.max_ratio)
+
+
+def _word_list_stat(base: str, lang: str, directory: str, words: frozenset[str]) -> str:
+    """Stat name for a ratio over a word list: the language and a custom list change it."""
+    name = base + _suffix(lang, "en")
+    if directory:
+        name += "_" + hashlib.sha1("\n".join(sorted(words)).encode()).hexdigest()[:8]
+    return name
+
+
+def _listed_share(text: pa.Array, words: frozenset[str]) -> pa.Array:
+    """Share of each row's refined words that are in `words`."""
+    refined = refined_words(text)
+    listed = pc.is_in(refined.values, value_set=pa.array(sorted(words), pa.string()))
+    hits = count_per_row(listed.to_numpy(zero_copy_only=False), refined.offsets)
+    return with_nulls(ratio(hits, refined.counts), text)
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class WordListFilter(TextFilter):
+    """A filter on the share of words found in a word list (`list_name`_<lang>.txt)."""
+
+    lang: str = param("en", doc="language of the word list; 'all' merges every list")
+    tokenization: bool = param(False, doc="split words with a tokenizer model (not available)")
+
+    list_name = ""
+
+    def setup(self):
+        _no_tokenizer(self)
+        directory = getattr(self, self.list_name + "_dir")
+        try:
+            self.words = load_word_list(self.list_name, self.lang, directory)
+        except (OSError, ValueError) as e:
+            raise ParamError(self.name, "lang", str(e)) from None
+        self.stat_name = _word_list_stat(self.list_name + "_ratio", self.lang, directory, self.words)
+
+    @property
+    def stat_names(self):
+        return (self.stat_name,)
+
+    def text_stats(self, text):
+        return {self.stat_name: _listed_share(text, self.words)}
+
+
+@register
+class stopwords_filter(WordListFilter):
+    """Keeps rows whose share of stopwords ('the', 'of', 'and', ...) is within
+    [min_ratio, max_ratio]: natural prose has many, keyword lists and tables few."""
+
+    min_ratio: float = param(0.3, ge=0, le=1, doc="lowest stopword ratio kept")
+    max_ratio: float = param(1.0, ge=0, le=1, doc="highest stopword ratio kept")
+    stopwords_dir: str = param("", doc="folder of stopwords_<lang>.txt lists (one word per "
+                                       "line); empty uses the lists shipped with sluice")
+
+    list_name = "stopwords"
+
+    def keep(self, table):
+        return in_range(self.stat(table, self.stat_name), self.min_ratio, self.max_ratio)
+
+
+@register
+class flagged_words_filter(WordListFilter):
+    """Keeps rows whose share of flagged (obscene or adult) words is at most `max_ratio`."""
+
+    max_ratio: float = param(0.045, ge=0, le=1, doc="highest flagged-word ratio kept")
+    flagged_words_dir: str = param("", doc="folder of flagged_words_<lang>.txt lists (one word "
+                                           "per line); empty uses the lists shipped with sluice")
+
+    list_name = "flagged_words"
+
+    def keep(self, table):
+        return in_range(self.stat(table, self.stat_name), None, self.max_ratio)
+
+
+# Python's str.splitlines boundaries; '\r\n' counts as one.
+_LINE_BREAKS = np.zeros(0x2030, dtype=bool)
+_LINE_BREAKS[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]] = True
+
+
+def _line_ends(cps: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over characters: line-break characters, and the characters that end a line
+    (the '\n' of '\r\n' is a break but does not end another line)."""
+    is_break = _LINE_BREAKS[np.minimum(cps, len(_LINE_BREAKS) - 1)]
+    ends_line = is_break.copy()
+    ends_line[1:] &= ~((cps[1:] == 0x0A) & (cps[:-1] == 0x0D))
+    starts = offsets[:-1][np.diff(offsets) > 0]
+    ends_line[starts] = is_break[starts]  # a row's first character follows no '\r' of its own
+    return is_break, ends_line
+
+
+def line_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: number of lines as `str.splitlines` counts them (a trailing line break does
+    not start an empty line), and length in characters."""
+    cps, offsets = codepoints(text)
+    lengths = np.diff(offsets)
+    lines = np.zeros(len(text), dtype=np.int64)
+    if len(cps):
+        is_break, ends_line = _line_ends(cps, offsets)
+        nonempty = lengths > 0
+        lines += count_per_row(ends_line, offsets)
+        lines[nonempty] += ~is_break[offsets[1:][nonempty] - 1]
+    return lines, lengths
+
+
+def longest_lines(text: pa.Array) -> np.ndarray:
+    """Per row: length in characters of the longest line (line breaks not counted)."""
+    cps, offsets = codepoints(text)
+    longest = np.zeros(len(text), dtype=np.int64)
+    if len(cps) == 0:
+        return longest
+    is_break, ends_line = _line_ends(cps, offsets)
+    nonempty = np.diff(offsets) > 0
+    # A line starts at a row's first character or right after a line end.
+    line_start = np.zeros(len(cps), dtype=bool)
+    line_start[1:] = ends_line[:-1]
+    line_start[offsets[:-1][nonempty]] = True
+    starts = np.flatnonzero(line_start)
+    content = np.zeros(len(cps) + 1, dtype=np.int64)
+    np.cumsum(~is_break, out=content[1:])
+    line_len = np.diff(content[np.append(starts, len(cps))])
+    first_line = np.searchsorted(starts, offsets[:-1][nonempty])
+    longest[nonempty] = np.maximum.reduceat(line_len, first_line)
+    return longest
+
+
+@register
+class average_line_length_filter(TextFilter):
+    """Keeps rows whose average line length (characters / lines) is within [min_len, max_len]."""
+
+    min_len: int = param(10, ge=0, doc="lowest average line length kept")
+    max_len: int = param(sys.maxsize, ge=0, doc="highest average line length kept")
+
+    stat_names = ("avg_line_length",)
+
+    def text_stats(self, text):
+        lines, lengths = line_counts(text)
+        return {"avg_line_length": with_nulls(ratio(lengths, lines), text)}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "avg_line_length"), float(self.min_len), float(self.max_len))
+
+
+@register
+class maximum_line_length_filter(TextFilter):
+    """Keeps rows whose longest line (characters) is within [min_len, max_len]."""
+
+    min_len: int = param(10, ge=0, doc="lowest maximum line length kept")
+    max_len: int = param(sys.maxsize, ge=0, doc="highest maximum line length kept")
+
+    stat_names = ("max_line_length",)
+
+    def text_stats(self, text):
+        return {"max_line_length": with_nulls(longest_lines(text), text)}
+
+    def keep(self, table):
+        return in_range(self.stat(table, "max_line_length"), self.min_len, self.max_len)
+
+
+@functools.lru_cache(maxsize=1)
+def _language_identifier():
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+
+@register
+class language_id_score_filter(TextFilter):
+    """Keeps rows whose language, as identified by langid (97 languages, model inside the
+    package), is in `lang` (any language when empty) with probability at least `min_score`.
+
+    Identification is per-row Python (about 1-2 ms per 400-word document); the model loads
+    once per worker process."""
+
+    lang: str | list[str] = param("", doc="language code(s) to keep, e.g. 'en' or ['en', 'de'];"
+                                          " empty keeps any language")
+    min_score: float = param(0.8, ge=0, le=1, doc="lowest language probability kept")
+
+    stat_names = ("lang", "lang_score")
+
+    def text_stats(self, text):
+        identify = _language_identifier().classify
+        flat = pc.replace_substring(pc.utf8_lower(text), "\n", " ").to_pylist()
+        found = [identify(t) if t is not None else (None, None) for t in flat]
+        return {"lang": pa.array([f[0] for f in found], pa.string()),
+                "lang_score": pa.array([f[1] for f in found], pa.float64())}
+
+    def keep(self, table):
+        mask = in_range(self.stat(table, "lang_score"), self.min_score)
+        langs = [self.lang] if isinstance(self.lang, str) else self.lang
+        langs = [code for code in langs if code]
+        if langs:
+            mask = pc.and_(mask, pc.fill_null(pc.is_in(self.stat(table, "lang"),
+                                                       value_set=pa.array(langs)), False))
+        return mask
+
+
+@register
+class field_expression_filter(Filter):
+    """Keeps rows where a boolean expression over fields and stats holds, e.g.
+    "stats.text_len > 100 and meta.lang == 'en'". Supports comparisons, and/or/not,
+    + - * /, numbers, strings, `x is None`, `x in [...]`. Rows where it is null are dropped."""
+
+    expression: str = param(doc="boolean expression over row fields and stats")
+
+    stat_names = ()
+
+    def setup(self):
+        try:
+            self.compiled = compile_expression(self.expression)
+        except ValueError as e:
+            raise ParamError(self.name, "expression", str(e)) from None
+
+    def compute_stats(self, table):
+        return {}
+
+    def keep(self, table):
+        try:
+            return self.compiled.evaluate(table)
+        except ValueError as e:
+            raise ParamError(self.name, "expression", str(e)) from None
