@@ -25,6 +25,8 @@ def add_sql_commands(subparsers) -> None:
     rw.add_argument("--json", action="store_true", help="print JSON for machines")
     rw.add_argument("--explain", action="store_true", help="also print both query plans (EXPLAIN)")
     rw.add_argument("--model", help="local model directory: adds LLM prompts and tree search")
+    rw.add_argument("--dummy-weights", action="store_true",
+                    help="load --model with random weights (for tests: answers are random text)")
     rw.add_argument("--min-speedup", type=float, default=1.5, help="accept at this speedup or more (default 1.5)")
     rw.add_argument("--runs", type=int, default=5, help="timed runs per query, median taken (default 5)")
     rw.add_argument("--timeout", type=float, default=60.0, help="seconds per statement (default 60)")
@@ -62,12 +64,13 @@ def _read_queries(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _engine(model: str):
-    try:
-        from sluice.engine import BatchEngine, EngineConfig
-    except ImportError as e:
-        raise RuntimeError(f"the LLM engine is not available in this build ({e})") from None
-    return BatchEngine(EngineConfig(model=model, max_model_len=4096))
+def _engine(args):
+    from sluice.engine import BatchEngine, EngineConfig
+
+    config = EngineConfig(model=args.model, max_model_len=4096, kv_cache_tokens=32768,
+                          enforce_eager=True, load_format="dummy" if args.dummy_weights else "auto")
+    config.check()
+    return BatchEngine(config)
 
 
 def build_generators(args, engine=None) -> list:
@@ -87,59 +90,75 @@ def build_generators(args, engine=None) -> list:
 
 def cmd_rewrite(args, engine=None) -> int:
     """`engine` lets tests and embedders pass an Engine instead of --model."""
-    from sluice.sql_agent.duck import QueryTimeout, SqlError
+    from sluice.sql_agent.duck import SqlError
     from sluice.sql_agent.rewrite.pipeline import RewriteConfig, Rewriter
-    from sluice.sql_agent.rewrite.report import summary_row, totals, write_report
 
     if args.min_speedup <= 0 or args.runs < 1 or args.timeout <= 0:
         return _fail("--min-speedup and --timeout must be positive and --runs at least 1")
+    own_engine = None
     try:
         queries = _read_queries(args.queries)
-        if engine is None and args.model:
-            engine = _engine(args.model)
-        generators = build_generators(args, engine)
         config = RewriteConfig(min_speedup=args.min_speedup, runs=args.runs,
                                timeout_s=args.timeout, cache_dir=args.cache_dir)
-        rewriter = Rewriter(args.db, generators, config)
-    except (SqlError, FileNotFoundError, ValueError, RuntimeError) as e:
+        rewriter = Rewriter(args.db, [], config)
+        if engine is None and args.model:
+            engine = own_engine = _engine(args)
+        rewriter.generators = build_generators(args, engine)
+    except (SqlError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
-    with rewriter:
+    try:
         if len(queries) == 1:
-            name, sql = queries[0]
-            try:
-                result = rewriter.rewrite(sql)
-            except QueryTimeout as e:
-                return _fail(f"{name}: {e}", EXIT_TIMEOUT)
-            except SqlError as e:
-                return _fail(f"{name}: {e}")
-            _print_one(result, rewriter, args)
-            return 0
-        rows, details = [], []
-        for name, sql in queries:
-            try:
-                result = rewriter.rewrite(sql)
-            except SqlError as e:
-                rows.append(summary_row(name, error=str(e)))
-                details.append({"query": name, "error": str(e)})
-            else:
-                rows.append(summary_row(name, result))
-                details.append({"query": name, **result.to_dict()})
-            if not args.json:
-                r = rows[-1]
-                speed = f"{r['speedup']:.2f}x via {r['source']}" if r["speedup"] else r["error"] or ""
-                print(f"{name}: {r['verdict']} {speed}", flush=True)
-        paths = write_report(args.report, rows, details, args.min_speedup)
-        tot = totals(rows, args.min_speedup)
-        if args.json:
-            print(json.dumps({"totals": tot, "queries": rows,
-                              "report": {k: str(v) for k, v in paths.items()}}, default=str))
+            return _rewrite_one(*queries[0], rewriter, args)
+        return _rewrite_batch(queries, rewriter, args)
+    finally:
+        rewriter.close()
+        if own_engine is not None:
+            own_engine.close()
+
+
+def _rewrite_one(name: str, sql: str, rewriter, args) -> int:
+    from sluice.sql_agent.duck import QueryTimeout, SqlError
+
+    try:
+        result = rewriter.rewrite(sql)
+    except QueryTimeout as e:
+        return _fail(f"{name}: {e}", EXIT_TIMEOUT)
+    except SqlError as e:
+        return _fail(f"{name}: {e}")
+    _print_one(result, rewriter, args)
+    return 0
+
+
+def _rewrite_batch(queries, rewriter, args) -> int:
+    from sluice.sql_agent.duck import SqlError
+    from sluice.sql_agent.rewrite.report import summary_row, totals, write_report
+
+    rows, details = [], []
+    for name, sql in queries:
+        try:
+            result = rewriter.rewrite(sql)
+        except SqlError as e:
+            rows.append(summary_row(name, error=str(e)))
+            details.append({"query": name, "error": str(e)})
         else:
-            geo = tot["geomean_productive_speedup"]
-            print(f"{tot['queries']} queries: {tot['rewritten']} rewritten, {tot['productive']} "
-                  f"productive (>= {args.min_speedup:g}x), geometric mean "
-                  f"{f'{geo:.2f}x' if geo else 'n/a'}, {tot['errors']} errors")
-            print(f"report: {paths['html']} ({paths['csv'].name}, {paths['json'].name})")
-        return 1 if tot["errors"] else 0
+            rows.append(summary_row(name, result))
+            details.append({"query": name, **result.to_dict()})
+        if not args.json:
+            r = rows[-1]
+            speed = f"{r['speedup']:.2f}x via {r['source']}" if r["speedup"] else r["error"] or ""
+            print(f"{name}: {r['verdict']} {speed}", flush=True)
+    paths = write_report(args.report, rows, details, args.min_speedup)
+    tot = totals(rows, args.min_speedup)
+    if args.json:
+        print(json.dumps({"totals": tot, "queries": rows,
+                          "report": {k: str(v) for k, v in paths.items()}}, default=str))
+    else:
+        geo = tot["geomean_productive_speedup"]
+        print(f"{tot['queries']} queries: {tot['rewritten']} rewritten, {tot['productive']} "
+              f"productive (>= {args.min_speedup:g}x), geometric mean "
+              f"{f'{geo:.2f}x' if geo else 'n/a'}, {tot['errors']} errors")
+        print(f"report: {paths['html']} ({paths['csv'].name}, {paths['json'].name})")
+    return 1 if tot["errors"] else 0
 
 
 def _print_one(result, rewriter, args) -> None:

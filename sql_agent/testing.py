@@ -15,6 +15,7 @@ CREATE TABLE orders (o_id INTEGER PRIMARY KEY, c_id INTEGER REFERENCES customers
 CREATE TABLE items (o_id INTEGER REFERENCES orders (o_id), line INTEGER, p_id INTEGER,
                     qty INTEGER, amount DECIMAL(10, 2), discount DOUBLE,
                     PRIMARY KEY (o_id, line));
+CREATE TABLE events (o_id INTEGER NOT NULL, kind VARCHAR NOT NULL, happened TIMESTAMP);  -- no key
 """
 
 DATA = """
@@ -30,6 +31,8 @@ INSERT INTO items SELECT o.i, l.j, h(o.i * 8 + l.j, 8, {products}), 1 + h(o.i * 
     CAST(h(o.i * 8 + l.j, 10, 20000) / 100.0 AS DECIMAL(10, 2)),
     h(o.i * 8 + l.j, 11, 30) / 100.0
     FROM range({orders}) o(i), range(1 + h(o.i, 12, 4)) l(j);
+INSERT INTO events SELECT o_id, 'created', o_date FROM orders
+    UNION ALL SELECT o_id, status, o_date + INTERVAL 3 DAY FROM orders WHERE status <> 'open';
 """
 
 
