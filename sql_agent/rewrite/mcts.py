@@ -6,7 +6,8 @@ the softmax of the LLM's mean token logprob over its siblings (rules share a fix
 value the measured reward. A node is scored once when first visited by running it on the full
 database (`ctx.measure`): reward = log(original time / its time) when the result is unchanged,
 -1 (and never expanded) when it changes the result, fails or runs past 3x the original.
-The best rewards found become candidates for the pipeline, which verifies them in full.
+The `keep` best nodes that kept the result become candidates; the pipeline verifies and times
+them in full.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class MCTSGenerator:
                     node.reward = self._score(node, ctx)
                     scored.append(node)
             self._backup(node, node.reward)
-        best = sorted((n for n in scored if n.reward > 0), key=lambda n: -n.reward)[:self.keep]
+        # every step that kept the result may be the winner: the pipeline times them properly
+        best = sorted((n for n in scored if n.reward > -1), key=lambda n: -n.reward)[:self.keep]
         return [Candidate(n.sql, "mcts", n.steps) for n in best]
 
     def _select(self, node: Node) -> Node:
