@@ -1,0 +1,169 @@
+"""Text mappers on real text: what each one changes, what it leaves alone, and edge cases
+(empty strings, null text, non-Latin scripts, very long words)."""
+
+import inspect
+import json
+import random
+import textwrap
+import unicodedata
+
+import ftfy
+import pyarrow as pa
+import pytest
+
+from sluice.operators.base import ParamError, create_operator
+from sluice.operators.text.words import special_characters
+
+PROSE = inspect.getdoc(json.dumps)
+WRAPPED = inspect.getdoc(textwrap.TextWrapper)
+
+
+def run(name, texts, **params):
+    table = pa.table({"text": pa.array(texts, pa.string()), "__id__": list(range(len(texts)))})
+    out = create_operator(name, params).process(table)
+    assert out.column("__id__").to_pylist() == list(range(len(texts)))
+    return out.column("text").to_pylist()
+
+
+def test_whitespace_normalization():
+    texts = ["  Hello\u00a0\u00a0world\u3000and\u2003more\t\ttabs  \n  next line\u200b  ", PROSE, "", None, "中文\u3000文本"]
+    out = run("whitespace_normalization_mapper", texts)
+    assert out[0] == "Hello world and more tabs\nnext line"
+    assert "\n" in out[1] and "  " not in out[1]
+    assert out[2:] == ["", None, "中文 文本"]
+
+
+def test_fix_unicode_matches_ftfy_and_skips_plain_ascii():
+    texts = ["The cafÃ© serves crÃ¨me brÃ»lÃ©e", "Fish &amp; chips", "plain ascii text",
+             "line\r\nbreak", "“Quotes” and ﬁne ligatures", "日本語のテキスト", "", None, PROSE]
+    out = run("fix_unicode_mapper", texts)
+    assert out == [None if t is None else ftfy.fix_text(t, normalization="NFC") for t in texts]
+    assert out[0] == "The café serves crème brûlée"
+    assert out[1] == "Fish & chips"
+
+
+def test_fix_unicode_normalization_forms():
+    texts = ["ＡＢＣ１２３ café", "e\u0301"]
+    assert run("fix_unicode_mapper", texts, normalization="NFKC") == ["ABC123 café", "é"]
+    nfd = run("fix_unicode_mapper", ["café"], normalization="NFD")[0]
+    assert nfd == unicodedata.normalize("NFD", "café") and len(nfd) == 5
+    with pytest.raises(ParamError, match="normalization: 'NFX' is not one of"):
+        create_operator("fix_unicode_mapper", {"normalization": "NFX"})
+
+
+def test_punctuation_normalization():
+    texts = ["“你好”，世界。（测试）：完成！", "Wait… what’s this — a dash?", PROSE, None]
+    out = run("punctuation_normalization_mapper", texts)
+    assert out[0] == '"你好",世界.(测试):完成!'
+    assert out[1] == "Wait... what's this  -  a dash?"
+    assert out[2:] == [PROSE, None]
+
+
+def test_clean_email_links_ip():
+    text = ("Write to jane.doe+news@mail.example.org or visit https://example.com/path?q=1, "
+            "www.python.org and docs.python.org/3/library. Server 192.168.0.12 and "
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334 answered; 999.1.2.3 is no address.")
+    assert run("clean_email_mapper", [text])[0].startswith("Write to  or visit https://")
+    links = run("clean_links_mapper", [text])[0]
+    assert "example.com" not in links and "www.python" not in links and "docs.python" not in links
+    assert "visit ," in links and "Server 192.168.0.12" in links
+    ips = run("clean_ip_mapper", [text], repl="<ip>")[0]
+    assert "Server <ip> and <ip> answered; 999.1.2.3 is no address." in ips
+    assert run("clean_email_mapper", [PROSE, "", None]) == [PROSE, "", None]
+    custom = run("clean_links_mapper", ["see foo://bar and x"], pattern=r"foo://\S+", repl="[link]")
+    assert custom == ["see [link] and x"]
+    with pytest.raises(ParamError, match="clean_ip_mapper.pattern: invalid regular expression"):
+        create_operator("clean_ip_mapper", {"pattern": "(?<=x)y"})
+
+
+def test_clean_html():
+    page = ("<!DOCTYPE html><html><head><title>Menu</title><style>p { color: red }</style>"
+            "<script>if (a < b) { alert('x'); }</script></head><body>\n  <h1>Fish &amp; Chips</h1>"
+            "<p>Price: &pound;5 &mdash; <b>fresh</b> daily.</p><!-- hidden note -->"
+            "<ul><li>cod</li><li>haddock</li></ul><br/>Bye&#33;</body></html>")
+    out = run("clean_html_mapper", [page, "no markup: 3 < 4 and 5 > 2", "", None])
+    assert out[0] == "Menu\nFish & Chips\nPrice: £5 — fresh daily.\ncod\nhaddock\nBye!"
+    assert out[1:] == ["no markup: 3 < 4 and 5 > 2", "", None]
+
+
+def test_remove_repeat_sentences():
+    text = ("The cat sat. The dog ran! The cat sat. the cat sat.\n"
+            "The dog ran! A new line. ok. ok.\n\nEnd.")
+    assert run("remove_repeat_sentences_mapper", [text])[0] == (
+        "The cat sat. The dog ran! the cat sat.\n A new line. ok.\n\nEnd.")
+    lowered = run("remove_repeat_sentences_mapper", [text], lowercase=True)[0]
+    assert lowered == "The cat sat. The dog ran!\n A new line. ok.\n\nEnd."
+    short_kept = run("remove_repeat_sentences_mapper", [text], min_repeat_sentence_length=3)[0]
+    assert short_kept.endswith("A new line. ok. ok.\n\nEnd.")
+    punct = run("remove_repeat_sentences_mapper", ["Hi, there. Hi there!"],
+                ignore_special_character=False)[0]
+    assert punct == "Hi, there. Hi there!"
+    assert run("remove_repeat_sentences_mapper", ["Hi, there. Hi there!"])[0] == "Hi, there."
+    chinese = run("remove_repeat_sentences_mapper", ["你好世界。今天天气好。你好世界。"])[0]
+    assert chinese == "你好世界。今天天气好。"
+    assert run("remove_repeat_sentences_mapper", [PROSE, "", None]) == [PROSE, "", None]
+
+
+def reference_remove_long_words(text, min_len, max_len):
+    """Data-Juicer's remove_long_words_mapper in plain Python."""
+    specials = set(special_characters())
+
+    def strip(word):
+        a, b = 0, len(word)
+        while a < b and word[a] in specials:
+            a += 1
+        while b > a and word[b - 1] in specials:
+            b -= 1
+        return word[a:b]
+
+    def keep(word):
+        return min_len <= len(word) <= max_len or min_len <= len(strip(word)) <= max_len
+
+    lines = []
+    for line in text.split("\n"):
+        parts = [" ".join(w for w in part.split(" ") if w and keep(w)) for part in line.split("\t")]
+        parts = [p for p in parts if p]
+        if parts:
+            lines.append("\t".join(parts))
+    return "\n".join(lines)
+
+
+def test_remove_long_words_matches_reference():
+    rng = random.Random(7)
+    alphabet = ["a", "bb", "ccc", "dddddddd", "(eeeeeeeeeeee)", "x" * 3000, " ", "  ", "\t", "\n", ".", "ü"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    texts += [PROSE, WRAPPED, "Привет  мир\tи\n\nвсе", "", "   "]
+    for min_len, max_len in [(1, 10), (3, 12), (2, 5000)]:
+        out = run("remove_long_words_mapper", texts, min_len=min_len, max_len=max_len)
+        assert out == [reference_remove_long_words(t, min_len, max_len) for t in texts]
+    assert run("remove_long_words_mapper", [None]) == [None]
+    url = "see https://example.com/" + "a" * 200 + " ok"
+    assert run("remove_long_words_mapper", [url], max_len=50) == ["see ok"]
+
+
+def test_rename_and_select_fields():
+    table = pa.table({"text": ["a"], "meta": ["m"], "url": ["u"], "__id__": [0], "stats.text_len": [1]})
+    renamed = create_operator("rename_fields_mapper", {"mapping": {"text": "content", "url": "link"}})
+    assert renamed.process(table).column_names == ["content", "meta", "link", "__id__", "stats.text_len"]
+    selected = create_operator("select_fields_mapper", {"fields": ["url", "text"]}).process(table)
+    assert selected.column_names == ["url", "text", "__id__", "stats.text_len"]
+    with pytest.raises(ParamError, match="mapping: field.*'body' not in the data; fields: text, meta"):
+        create_operator("rename_fields_mapper", {"mapping": {"body": "text"}}).process(table)
+    with pytest.raises(ParamError, match="two fields named 'meta'"):
+        create_operator("rename_fields_mapper", {"mapping": {"text": "meta"}}).process(table)
+    with pytest.raises(ParamError, match="fields: field.*'lang' not in the data"):
+        create_operator("select_fields_mapper", {"fields": ["lang"]}).process(table)
+    with pytest.raises(ParamError, match="missing required parameter 'fields'"):
+        create_operator("select_fields_mapper", {})
+
+
+def test_mapper_on_missing_text_field_names_it():
+    with pytest.raises(ParamError, match="clean_html_mapper.text_key: field 'body' is not in the data"):
+        create_operator("clean_html_mapper", {"text_key": "body"}).process(pa.table({"text": ["x"]}))
+
+
+def test_mappers_leave_marker_characters_alone():
+    # The sentence and word splitters mark split points with a character absent from the batch.
+    texts = ["a\x00b. a\x00b. c", "\ufdd0 x. \ufdd0 x."]
+    assert run("remove_repeat_sentences_mapper", texts) == ["a\x00b. c", "\ufdd0 x."]
+    assert run("remove_long_words_mapper", texts, max_len=3) == texts
