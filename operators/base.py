@@ -268,6 +268,7 @@ BUILTIN_MODULES = [
     "sluice.operators.text.mappers",
     "sluice.operators.text.filters",
     "sluice.operators.dedup.exact",
+    "sluice.operators.dedup.minhash",
     "sluice.operators.select",
 ]
 

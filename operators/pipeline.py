@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -228,6 +229,16 @@ class Pipeline:
             if not isinstance(op, Operator):
                 raise TypeError(f"Pipeline takes operators, got {type(op).__name__}")
 
+    def ship_user_code(self) -> None:
+        """Ray workers may not be able to import a user's operator module (a script, a test, a
+        recipe's `modules:` file): send its code by value with the pickled operators."""
+        from ray import cloudpickle
+
+        for op in self.ops:
+            module = sys.modules[type(op).__module__]
+            if not module.__name__.startswith("sluice."):
+                cloudpickle.register_pickle_by_value(module)
+
     def plan(self) -> list[tuple[str, list[tuple[str, Operator]]]]:
         """Stages in order: ('fused', steps) or ('dataset', [step])."""
         stages: list[tuple[str, list]] = [("fused", [])]
@@ -258,6 +269,7 @@ class Pipeline:
         output_dir.mkdir(parents=True, exist_ok=True)
         rejects_dir = str((output_dir / "rejects").resolve())
         ensure_ray(ray_address, num_cpus, quiet)
+        self.ship_user_code()
         configure_ray_data(quiet)
         ctx = RunContext(output_dir=output_dir, seed=seed, analyze=analyze,
                          num_cpus=int(ray.cluster_resources().get("CPU", 1)),

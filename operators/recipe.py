@@ -12,6 +12,7 @@ import importlib.resources
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,6 @@ def _output(doc: _Doc, spec) -> tuple[str, str]:
 
 
 def _load_modules(doc: _Doc, recipe_path: Path) -> None:
-    import cloudpickle
-
     for i, spec in enumerate(doc.data.get("modules") or []):
         candidate = (recipe_path.parent / spec) if not os.path.isabs(spec) else Path(spec)
         try:
@@ -260,13 +259,12 @@ def _load_modules(doc: _Doc, recipe_path: Path) -> None:
                 module_name = f"sluice_user_{candidate.stem}"
                 spec_obj = importlib.util.spec_from_file_location(module_name, candidate)
                 module = importlib.util.module_from_spec(spec_obj)
+                sys.modules[module_name] = module
                 spec_obj.loader.exec_module(module)
             else:
-                module = importlib.import_module(spec)
+                importlib.import_module(spec)
         except ImportError as e:
             raise doc.error(("modules", i), f"cannot import operator module '{spec}': {e}") from None
-        # Ray workers may not see the user's file: ship its code with the pickled operators.
-        cloudpickle.register_pickle_by_value(module)
 
 
 def _operators(doc: _Doc, process, text_key: str) -> list:

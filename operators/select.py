@@ -33,20 +33,51 @@ def with_rank(table: pa.Table, seed: int) -> pa.Table:
     return table.append_column(RANK_COLUMN, pa.array(row_uniforms(ids, seed)))
 
 
-def take_lowest_ranks(ds, k: int, n: int):
-    """Exactly the k rows of `ds` (n rows, with RANK_COLUMN) that have the lowest rank."""
-    if k >= n:
-        return ds
-    if k == 0:
-        return ds.limit(0)
-    # Keep a margin of 6 standard deviations above the expected k so one pass almost always
-    # suffices; the sort then only sees about k rows.
+def source_counts(ds) -> dict[str, int]:
+    """Rows per `__source__`, from per-block counts (tasks only, no shuffle)."""
+    def count(table: pa.Table) -> pa.Table:
+        counts = pc.value_counts(table.column(SOURCE_COLUMN).combine_chunks())
+        return pa.table({"source": counts.field("values"), "n": counts.field("counts")})
+
+    totals: dict[str, int] = {}
+    for row in ds.map_batches(count, batch_format="pyarrow").take_all():
+        totals[row["source"]] = totals.get(row["source"], 0) + row["n"]
+    return totals
+
+
+def _cutoff(k: int, n: int) -> float:
+    """A rank below which at least k of n uniform ranks fall with overwhelming probability
+    (6 standard deviations of margin), so one pass almost always suffices."""
     p = k / n
-    cutoff = min(1.0, p + 6 * math.sqrt(p * (1 - p) / n) + 1 / n)
-    candidates = ds.filter(expr=f"{RANK_COLUMN} < {cutoff!r}").materialize()
-    if candidates.count() < k:
-        candidates = ds
-    return candidates.sort(RANK_COLUMN).limit(k)
+    return min(1.0, p + 6 * math.sqrt(p * (1 - p) / n) + 1 / n)
+
+
+def _below(table: pa.Table, cutoffs: dict[str, float]) -> pa.Table:
+    limit = pc.index_in(table.column(SOURCE_COLUMN), pa.array(list(cutoffs)))
+    limit = pc.take(pa.array(list(cutoffs.values()), pa.float64()), limit)
+    return table.filter(pc.fill_null(pc.less_equal(table.column(RANK_COLUMN), limit), False))
+
+
+def take_lowest_ranks(ds, targets: dict[str, int], counts: dict[str, int]):
+    """Exactly targets[s] rows of each source s: those with the lowest ranks. Only the ranks of
+    about sum(targets) candidate rows reach the driver (16 bytes a row)."""
+    import ray
+
+    cutoffs = {s: _cutoff(k, counts[s]) if k < counts[s] else 1.0 for s, k in targets.items() if k}
+    if not cutoffs:
+        return ds.limit(0)
+    while True:
+        candidates = ds.map_batches(_below, batch_format="pyarrow", fn_kwargs={"cutoffs": cutoffs}).materialize()
+        keys = pa.concat_tables(ray.get(candidates.select_columns([SOURCE_COLUMN, RANK_COLUMN]).to_arrow_refs()))
+        thresholds, short = {}, False
+        for s, limit in cutoffs.items():
+            ranks = keys.filter(pc.equal(keys.column(SOURCE_COLUMN), s)).column(RANK_COLUMN).to_numpy()
+            if len(ranks) < targets[s]:  # the margin was not enough (rare): take every row's rank
+                cutoffs[s], short = 1.0, True
+                continue
+            thresholds[s] = float(np.partition(ranks, targets[s] - 1)[targets[s] - 1])
+        if not short:
+            return candidates.map_batches(_below, batch_format="pyarrow", fn_kwargs={"cutoffs": thresholds})
 
 
 def field_values(table: pa.Table, key: str):
@@ -82,14 +113,15 @@ class topk_specified_field_selector(Selector):
     def apply(self, ds, ctx):
         n = ds.count()
         k = min(x for x in (self.topk, None if self.top_ratio is None else int(self.top_ratio * n)) if x is not None)
-        ranked = ds.filter(expr=f"{FIELD_COLUMN} is not null")
+        ranked = ds.map_batches(lambda t: t.filter(pc.is_valid(t.column(FIELD_COLUMN))), batch_format="pyarrow")
         top = ranked.sort([FIELD_COLUMN, ID_COLUMN], descending=[self.reverse, False]).limit(k)
         return top.drop_columns([FIELD_COLUMN])
 
 
 @register
 class random_selector(Selector):
-    """Keeps an exact-size random sample of rows, seeded and reproducible; drops the rest."""
+    """Keeps a random sample of an exact size, seeded and reproducible; drops the rest. The
+    sample is stratified by input: each input gives rows in proportion to its size."""
 
     select_ratio: Optional[float] = param(None, doc="keep this fraction of rows", ge=0.0, le=1.0)
     select_num: Optional[int] = param(None, doc="keep this many rows", ge=0)
@@ -103,10 +135,13 @@ class random_selector(Selector):
         return with_rank(table, self.seed)
 
     def apply(self, ds, ctx):
-        n = ds.count()
+        counts = source_counts(ds)
+        n = sum(counts.values())
         sizes = [self.select_num, None if self.select_ratio is None else int(self.select_ratio * n)]
-        k = min(x for x in sizes if x is not None)
-        return take_lowest_ranks(ds, k, n).drop_columns([RANK_COLUMN])
+        k = min(min(x for x in sizes if x is not None), n)
+        # Spread k over the sources in proportion to their rows, so every source's sample is exact.
+        targets = mixture_targets(counts, {s: c for s, c in counts.items()}, k, {})
+        return take_lowest_ranks(ds, targets, counts).drop_columns([RANK_COLUMN])
 
 
 def mixture_targets(available: dict[str, int], weights: dict[str, float], total: int | None,
@@ -118,7 +153,7 @@ def mixture_targets(available: dict[str, int], weights: dict[str, float], total:
     share = {s: w / norm for s, w in weights.items()}
     supply = {s: min(available.get(s, 0), caps.get(s, available.get(s, 0))) for s in share}
     if total is None:
-        total = int(min(supply[s] / share[s] for s in share))
+        total = int(min(supply[s] / share[s] for s in share) + 1e-9)
     exact = {s: share[s] * total for s in share}
     targets = {s: int(math.floor(v)) for s, v in exact.items()}
     for s in sorted(share, key=lambda s: (targets[s] - exact[s], s))[: total - sum(targets.values())]:
@@ -148,14 +183,11 @@ class source_mixer(Selector):
         weights = self.weights or {name: s.weight for name, s in ctx.sources.items() if s.weight is not None}
         if not weights:
             weights = {name: 1.0 for name in ctx.sources}
-        counts = {r[SOURCE_COLUMN]: r["count()"] for r in ds.groupby(SOURCE_COLUMN).count().take_all()}
+        counts = source_counts(ds)
         unknown = sorted(set(weights) - set(ctx.sources)) if ctx.sources else []
         if unknown:
             raise ValueError(f"source_mixer: no input named {unknown}; inputs are {sorted(ctx.sources)}")
         caps = self.max_rows_per_source
         caps = {s: caps for s in weights} if isinstance(caps, int) else dict(caps or {})
         targets = mixture_targets(counts, weights, self.total_rows, caps)
-        parts = [take_lowest_ranks(ds.filter(expr=f"{SOURCE_COLUMN} == '{s}'"), k, counts.get(s, 0))
-                 for s, k in sorted(targets.items())]
-        mixed = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-        return mixed.drop_columns([RANK_COLUMN])
+        return take_lowest_ranks(ds, targets, counts).drop_columns([RANK_COLUMN])

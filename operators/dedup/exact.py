@@ -51,8 +51,8 @@ class document_deduplicator(Deduplicator):
     def apply(self, ds, ctx):
         from ray.data.aggregate import Min
 
-        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(KEY_COLUMN).aggregate(
-            Min(ID_COLUMN, alias_name=ID_COLUMN)).select_columns([ID_COLUMN])
-        kept = ds.join(keepers, join_type="left_semi", num_partitions=partitions_for(ds, ctx.num_cpus),
-                       on=(ID_COLUMN,))
+        partitions = partitions_for(ds, ctx.num_cpus)
+        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(KEY_COLUMN, num_partitions=partitions)
+        keepers = keepers.aggregate(Min(ID_COLUMN, alias_name=ID_COLUMN)).select_columns([ID_COLUMN])
+        kept = ds.join(keepers, join_type="left_semi", num_partitions=partitions, on=(ID_COLUMN,))
         return kept.drop_columns([KEY_COLUMN])

@@ -1,0 +1,186 @@
+"""Near-duplicate clustering on Ray Data without collecting data or edges in one process.
+
+Building blocks, each a distributed Ray Data step:
+- `group_by`: hash-shuffle on a key, then one vectorized call per partition (a partition holds
+  every row of its keys), the way Ray's own `map_groups` co-locates groups, minus the Python
+  call per group.
+- `candidate_edges`: (band key, doc id) rows grouped by band key; every document in a bucket
+  gets an edge to the bucket's lowest id.
+- `connected_components`: the alternating large-star / small-star algorithm (Kiveris et al.,
+  "Connected Components in MapReduce and Beyond", 2014): each step is one `group_by` on the
+  edge list, and it stops when neither step changes an edge. O(log^2 n) rounds; duplicate
+  graphs, already stars around bucket minima, settle in two or three. The result maps every
+  non-root node to its component's lowest id.
+- `SortedTable`: a dataset range-partitioned by an int64 key, looked up from `map_batches`
+  tasks that fetch only the blocks whose key range overlaps their batch, one block at a time.
+  It joins small results (signatures of candidate pairs, cluster membership) back onto the
+  documents without shuffling the documents, and keeps their order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+MAX_ROUNDS = 64
+
+
+def group_by(ds, key: str, fn, num_partitions: int, **fn_kwargs):
+    """Apply `fn(table, **fn_kwargs) -> table` once per hash partition of `ds` on `key`."""
+    return ds.repartition(num_partitions, keys=[key]).map_batches(
+        fn, batch_size=None, batch_format="pyarrow", fn_kwargs=fn_kwargs)
+
+
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    return starts
+
+
+def _first_of_group(starts: np.ndarray) -> np.ndarray:
+    """For each row of a sorted table, the index of its group's first row."""
+    return np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+
+
+def _sorted_unique_pairs(a: np.ndarray, b: np.ndarray):
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    keep = np.ones(len(a), dtype=bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep], b[keep]
+
+
+def _edges(src, dst, changed=None) -> pa.Table:
+    columns = {"src": pa.array(src, pa.int64()), "dst": pa.array(dst, pa.int64())}
+    if changed is not None:
+        columns["chg"] = pa.array(changed, pa.int64())
+    return pa.table(columns)
+
+
+def _bucket_edges(table: pa.Table) -> pa.Table:
+    keys, ids = _sorted_unique_pairs(table["key"].to_numpy(), table["id"].to_numpy())
+    starts = _group_starts(keys)
+    lowest = ids[_first_of_group(starts)]
+    return _edges(ids[~starts], lowest[~starts])
+
+
+def candidate_edges(band_rows, num_partitions: int):
+    """(src, dst) edges, src > dst: each document to the lowest id of every bucket it shares."""
+    return group_by(band_rows, "key", _bucket_edges, num_partitions)
+
+
+def _both_directions(table: pa.Table) -> pa.Table:
+    src, dst = table["src"].to_numpy(), table["dst"].to_numpy()
+    return pa.table({"u": np.concatenate([src, dst]), "v": np.concatenate([dst, src])})
+
+
+def _large_star(table: pa.Table) -> pa.Table:
+    # Each node u links its larger neighbours to the smallest of u and its neighbours.
+    u, v = _sorted_unique_pairs(table["u"].to_numpy(), table["v"].to_numpy())
+    starts = _group_starts(u)
+    first = _first_of_group(starts)
+    m = np.minimum(u[first], v[first])
+    larger = v > u
+    return _edges(v[larger], m[larger], m[larger] < u[larger])
+
+
+def _oriented(table: pa.Table) -> pa.Table:
+    src, dst = table["src"].to_numpy(), table["dst"].to_numpy()
+    return pa.table({"u": np.maximum(src, dst), "v": np.minimum(src, dst)})
+
+
+def _small_star(table: pa.Table) -> pa.Table:
+    # Each node u links itself and its smaller neighbours to the smallest of them.
+    u, v = _sorted_unique_pairs(table["u"].to_numpy(), table["v"].to_numpy())
+    keep = u != v
+    u, v = u[keep], v[keep]
+    starts = _group_starts(u)
+    m = v[_first_of_group(starts)]
+    moved = v != m
+    src = np.concatenate([u[starts], v[moved]])
+    dst = np.concatenate([m[starts], m[moved]])
+    changed = np.concatenate([np.zeros(int(starts.sum()), np.int64), np.ones(int(moved.sum()), np.int64)])
+    return _edges(src, dst, changed)
+
+
+@ray.remote(num_cpus=0)
+def _column_sum(block: pa.Table, column: str) -> int:
+    return int(block.column(column).to_numpy().sum()) if block.num_rows else 0
+
+
+def column_sum(ds, column: str) -> int:
+    """Sum of an integer column of a materialized dataset, one small task per block (Ray's
+    `Dataset.sum` starts a hash-shuffle aggregation, seconds on a busy machine)."""
+    return sum(ray.get([_column_sum.remote(ref, column) for ref in ds.to_arrow_refs()]))
+
+
+def connected_components(edges, num_partitions: int):
+    """(src=node, dst=root) for every node of `edges` except the roots, root = the lowest id
+    of its component; also returns the number of rounds taken."""
+    edges = edges.select_columns(["src", "dst"])
+    for rounds in range(1, MAX_ROUNDS + 1):
+        edges = group_by(edges.map_batches(_both_directions, batch_format="pyarrow"), "u",
+                         _large_star, num_partitions).materialize()
+        large_changes = column_sum(edges, "chg")
+        edges = group_by(edges.map_batches(_oriented, batch_format="pyarrow"), "u",
+                         _small_star, num_partitions).materialize()
+        if large_changes == 0 and column_sum(edges, "chg") == 0:
+            return edges.select_columns(["src", "dst"]), rounds
+    raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+
+
+@ray.remote(num_cpus=0)
+def _key_bounds(block: pa.Table, key: str):
+    keys = block.column(key).to_numpy()
+    if len(keys) == 0:
+        return None
+    return int(keys[0]), int(keys[-1]), bool(np.all(keys[1:] > keys[:-1]))
+
+
+class SortedTable:
+    """Blocks of a dataset ordered by a unique int64 key, with each block's key range."""
+
+    def __init__(self, refs: list, lows: np.ndarray, highs: np.ndarray, key: str):
+        self.refs, self.lows, self.highs, self.key = refs, lows, highs, key
+
+    @classmethod
+    def build(cls, ds, key: str) -> "SortedTable":
+        """Use `ds` as it is when its blocks are already in key order, else sort it first."""
+        for attempt in range(2):
+            ds = ds.materialize()
+            refs = ds.to_arrow_refs()
+            bounds = ray.get([_key_bounds.remote(r, key) for r in refs])
+            kept = [(r, b) for r, b in zip(refs, bounds) if b is not None]
+            lows = np.array([b[0] for _, b in kept], dtype=np.int64)
+            highs = np.array([b[1] for _, b in kept], dtype=np.int64)
+            ordered = all(b[2] for _, b in kept) and bool(np.all(lows[1:] > highs[:-1]))
+            if ordered:
+                return cls([r for r, _ in kept], lows, highs, key)
+            ds = ds.sort(key)
+        raise RuntimeError(f"sorting on {key} did not give ordered blocks")
+
+    def lookup(self, keys: np.ndarray, columns: list[str]) -> tuple[np.ndarray, pa.Table | None]:
+        """(mask of keys found, rows of `columns` for the found keys, in the order of `keys`)."""
+        found = np.zeros(len(keys), dtype=bool)
+        if len(keys) == 0 or len(self.refs) == 0:
+            return found, None
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        positions, pieces = [], []
+        lo, hi = np.searchsorted(sorted_keys, self.lows, "left"), np.searchsorted(sorted_keys, self.highs, "right")
+        for i in np.flatnonzero(hi > lo):
+            block = ray.get(self.refs[i])
+            block_keys = block.column(self.key).to_numpy()
+            wanted = sorted_keys[lo[i]:hi[i]]
+            at = np.minimum(np.searchsorted(block_keys, wanted), len(block_keys) - 1)
+            hit = block_keys[at] == wanted
+            positions.append(order[lo[i]:hi[i]][hit])
+            pieces.append(block.select(columns).take(at[hit]))
+            del block
+        if not pieces:
+            return found, None
+        positions = np.concatenate(positions)
+        found[positions] = True
+        rows = pa.concat_tables(pieces).take(np.argsort(positions, kind="stable"))
+        return found, rows
