@@ -1,0 +1,103 @@
+"""vLLM embedded in this process: tokenize prompts, run token prompts, shut down cleanly.
+
+Only this module imports vllm, and only when a backend is built, so `sluice.engine` imports
+without vLLM installed. vLLM runs its engine core in a spawned subprocess: a script that
+builds a backend must do so under `if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import psutil
+
+from .config import EngineConfig
+from .types import Completion, Prompt, SamplingParams
+
+CLOSE_TIMEOUT_S = 5
+
+
+class VLLMBackend:
+    """One `vllm.LLM` built from an EngineConfig."""
+
+    def __init__(self, config: EngineConfig):
+        config.check()
+        from vllm import LLM
+
+        self.config = config
+        before = {c.pid for c in psutil.Process().children(recursive=True)}
+        self.llm = LLM(**config.vllm_kwargs())
+        self._processes = [c for c in psutil.Process().children(recursive=True)
+                           if c.pid not in before]
+        self.tokenizer = self.llm.get_tokenizer()
+        # vLLM keeps one block as its null block; the rest hold KV.
+        blocks = self.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks
+        self.kv_cache_tokens = (blocks - 1) * config.block_size
+
+    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids vLLM would build: special tokens for text, the chat template for messages."""
+        ids: list[list[int]] = [[] for _ in prompts]
+        text_idx = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+        chat_idx = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+        if text_idx:
+            encoded = self.tokenizer([prompts[i] for i in text_idx], add_special_tokens=True)
+            for i, t in zip(text_idx, encoded["input_ids"]):
+                ids[i] = list(t)
+        if chat_idx:
+            rendered = [self.tokenizer.apply_chat_template(prompts[i], tokenize=False,
+                                                           add_generation_prompt=True)
+                        for i in chat_idx]
+            encoded = self.tokenizer(rendered, add_special_tokens=False)
+            for i, t in zip(chat_idx, encoded["input_ids"]):
+                ids[i] = list(t)
+        return ids
+
+    def run(self, token_ids: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[Completion]:
+        """Submit token prompts in this order and return their completions in the same order."""
+        if not token_ids:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(t)) for t in token_ids],
+                                    [to_vllm(p) for p in params], use_tqdm=False)
+        return [to_completion(o, p) for o, p in zip(outputs, params)]
+
+    def reset_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Stop the engine core and its workers and wait until they are gone; safe to call twice."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown(timeout=CLOSE_TIMEOUT_S)
+        _, alive = psutil.wait_procs(self._processes, timeout=CLOSE_TIMEOUT_S)
+        for process in alive:
+            process.kill()
+        psutil.wait_procs(alive, timeout=CLOSE_TIMEOUT_S)
+
+
+def to_vllm(p: SamplingParams):
+    from vllm import SamplingParams as VSamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    structured = None
+    if p.choices is not None:
+        structured = StructuredOutputsParams(choice=list(p.choices))
+    elif p.json_schema is not None:
+        structured = StructuredOutputsParams(json=p.json_schema)
+    return VSamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
+                           seed=p.seed, stop=list(p.stop) or None, ignore_eos=p.ignore_eos,
+                           logprobs=p.logprobs, structured_outputs=structured)
+
+
+def to_completion(output, params: SamplingParams) -> Completion:
+    out = output.outputs[0]
+    token_logprobs = []
+    if params.logprobs is not None and out.logprobs:
+        token_logprobs = [step[tok].logprob for tok, step in zip(out.token_ids, out.logprobs)]
+    return Completion(text=out.text, prompt_tokens=len(output.prompt_token_ids),
+                      output_tokens=len(out.token_ids),
+                      cached_tokens=output.num_cached_tokens or 0,
+                      cumulative_logprob=out.cumulative_logprob,
+                      token_logprobs=token_logprobs, finish_reason=out.finish_reason)

@@ -1,0 +1,28 @@
+"""Session fixtures shared by the engine and LLM operator tests (loaded with `pytest_plugins`):
+one tiny dummy-weight model directory and one vLLM engine for the whole session."""
+
+import pytest
+
+from sluice.engine import BatchEngine, EngineConfig
+from sluice.engine.testing import build_tiny_model
+
+MAX_MODEL_LEN = 512
+KV_CACHE_TOKENS = 4096
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def engine_config(tiny_model):
+    return EngineConfig(model=tiny_model, load_format="dummy", enforce_eager=True,
+                        dtype="float32", max_model_len=MAX_MODEL_LEN,
+                        kv_cache_tokens=KV_CACHE_TOKENS)
+
+
+@pytest.fixture(scope="session")
+def engine(engine_config):
+    with BatchEngine(engine_config) as e:
+        yield e
