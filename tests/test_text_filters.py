@@ -215,6 +215,17 @@ def test_language_id_scores_and_keeps_languages():
     assert anything.keep(out).to_pylist() == [True, True, True, False, False]
 
 
+def test_language_scores_match_langid_per_text():
+    from sluice.operators.text.language import language_identifier
+
+    texts = CORPUS + DOCSTRINGS + OTHER_SCRIPTS  # enough rows to run the lockstep path too
+    stats = stats_of("language_id_score_filter", texts)[0]
+    classify = language_identifier().langid.classify
+    expected = per_text(lambda t: classify(t.lower().replace("\n", " ")), texts)
+    assert stats["lang"] == [None if e is None else e[0] for e in expected]
+    check(stats["lang_score"], [None if e is None else e[1] for e in expected])
+
+
 # ---- bad input ----
 
 def test_clear_errors():

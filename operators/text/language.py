@@ -28,6 +28,7 @@ class BatchLanguageIdentifier:
         from langid.langid import LanguageIdentifier, model
 
         langid = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+        self.langid = langid  # the per-text original, for checking results against
         self.classes = np.array(langid.nb_classes)
         self.next_state = np.frombuffer(langid.tk_nextmove, dtype=np.uint16).astype(np.int64)
         self.next_state_list = langid.tk_nextmove
