@@ -4,7 +4,7 @@ A document becomes a set of shingles: `window_size` consecutive units, where a u
 space-separated word (`space`), a piece between punctuation marks (`punctuation`) or a
 character (`character`), after optional lowercasing and removal of `ignore_pattern`. These
 rules are Data-Juicer's. A document with fewer units than the window has one shingle: all
-its units. A document with no units has no shingles and no signature (null).
+its units. An empty text (after normalization) has no units, so no shingles and no signature.
 
 Each shingle gets a 32-bit base hash, then datasketch's `affine32` scheme: the MurmurHash3
 finalizer, then `a_k * h + b_k mod 2^32` for permutation k, with (a, b) drawn exactly as
@@ -114,6 +114,8 @@ def units(texts, shingling: Shingling):
     """Byte ranges of every unit: (data, unit starts, unit ends, per-document unit offsets)."""
     texts = normalize(texts, shingling)
     if shingling.tokenization == "punctuation":
+        # An empty text would split into one empty piece; it has no units.
+        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, texts.type), texts)
         pieces = pc.split_pattern_regex(texts, pattern=r"\p{P}")
         values = pieces.values if not isinstance(pieces, pa.ChunkedArray) else pieces.combine_chunks().values
         data, value_offsets = _buffers(values)
