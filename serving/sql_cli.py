@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def add_sql_commands(subparsers) -> None:
     rw.add_argument("--rules", help="comma-separated rules to use (default: all)")
     rw.add_argument("--no-sqlglot", action="store_true", help="leave out sqlglot's optimizer")
     rw.add_argument("--llm-samples", type=int, default=1, help="answers per LLM prompt (default 1)")
+    rw.add_argument("--llm-max-tokens", type=int, default=512, help="tokens per LLM answer (default 512)")
     rw.add_argument("--mcts-iterations", type=int, default=12, help="tree search iterations (with --model)")
     rw.add_argument("--report", default="sql_rewrite_report", help="batch report folder (default ./sql_rewrite_report)")
     rw.add_argument("--cache-dir", help="where perturbed copies and statistics are cached (default: temp dir)")
@@ -65,6 +67,8 @@ def _read_queries(items: list[str]) -> list[tuple[str, str]]:
 
 
 def _engine(args):
+    # stdout carries the query (or JSON); vLLM logs to stdout unless told otherwise
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     from sluice.engine import BatchEngine, EngineConfig
 
     config = EngineConfig(model=args.model, max_model_len=4096, kv_cache_tokens=32768,
@@ -83,8 +87,9 @@ def build_generators(args, engine=None) -> list:
     if not args.no_sqlglot:
         gens.append(SqlglotGenerator())
     if engine is not None:
-        gens.append(LLMGenerator(engine, samples=args.llm_samples))
-        gens.append(MCTSGenerator(engine, iterations=args.mcts_iterations))
+        gens.append(LLMGenerator(engine, samples=args.llm_samples, max_tokens=args.llm_max_tokens))
+        gens.append(MCTSGenerator(engine, iterations=args.mcts_iterations,
+                                  max_tokens=args.llm_max_tokens))
     return gens
 
 
