@@ -491,9 +491,9 @@ def boilerplate_page(docstrings, rng: random.Random) -> str:
     company = rng.choice(COMPANIES)
     module = rng.choice(docstrings)[0]
     lines = [f"{module} - {company} Blog", "Skip to main content",
-             *rng.sample(NAV_ITEMS, rng.randint(4, 9)), rng.choice(COOKIE_BANNERS)]
+             *rng.sample(NAV_ITEMS, rng.randint(8, 14)), rng.choice(COOKIE_BANNERS)]
     teaser = ["Posted by admin | 0 comments", *rng.sample(CALLS_TO_ACTION, 3)]
-    for _ in range(rng.randint(4, 10)):
+    for _ in range(rng.randint(6, 14)):
         lines += [f"{rng.choice(NAV_ITEMS)}: {module}", *teaser]
     lines += [f.format(company=company) for f in rng.sample(FOOTERS, 2)]
     return "\n".join(lines)
