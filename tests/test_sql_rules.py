@@ -39,6 +39,10 @@ FIRES = [
      "SELECT o.o_id, c.name FROM orders o JOIN customers c ON o.c_id = c.c_id "
      "WHERE (o.o_id < 50 OR o.o_date = DATE '2024-03-01' OR o.status = 'open') AND c.region = 'north'",
      "UNION ALL", True),
+    ("or_implied_filters",
+     "SELECT o.o_id FROM orders o JOIN customers c ON o.c_id = c.c_id "
+     "WHERE (o.status = 'open' AND c.region = 'north') OR (o.status = 'returned' AND c.segment = 'retail')",
+     "AND ((o.status = 'open') OR (o.status = 'returned'))", True),
 ]
 
 
@@ -82,6 +86,10 @@ NO_FIRE = [
     ("or_to_union",
      "SELECT o.o_id FROM orders o JOIN customers c ON o.c_id = c.c_id "
      "WHERE o.o_id < 50 OR c.region = 'north'"),
+    # no table is filtered in every branch: nothing is implied
+    ("or_implied_filters",
+     "SELECT o.o_id FROM orders o JOIN customers c ON o.c_id = c.c_id "
+     "WHERE (o.status = 'open' AND o.o_id < 5) OR c.region = 'north'"),
 ]
 
 

@@ -3,7 +3,7 @@
 Redundancy removal: DISTINCT under a grouping or a unique key, joins whose columns are unused
 and cannot change cardinality, ORDER BY inside subqueries, repeated subqueries into one CTE.
 Selectivity-based: predicate transfer across equi-joins, pre-aggregation below a join, OR of
-selective predicates to UNION ALL. Each rule only fires where it keeps the result by
+selective predicates to UNION ALL, filters implied by an OR for each table it reads. Each rule only fires where it keeps the result by
 construction; the pipeline still verifies every candidate, so a rule may be conservative
 about when it fires but never has to be trusted.
 """
@@ -474,6 +474,46 @@ def _split_or(select: exp.Select, cond: exp.Expression, alias: str, table: str, 
     set_where(select, [c for c in conjuncts(select.args.get("where")) if c is not cond])
 
 
+def or_implied_filters(tree, profile):
+    """WHERE (A1 AND B1 ...) OR (A2 AND B2 ...) where every branch filters table t: add the
+    implied filter (t-part of branch 1) OR (t-part of branch 2) ..., which can be applied to t
+    before the join. It only removes rows the OR would remove, so the result is unchanged."""
+    tree = tree.copy()
+    changed = False
+    for select in tree.find_all(exp.Select):
+        srcs = sources(select)
+        if not srcs or None in srcs.values() or not inner_joins_only(select):
+            continue
+        existing = conjuncts(select.args.get("where"))
+        added = []
+        for cond in existing:
+            if not isinstance(cond, exp.Or) or has_nested_query(cond):
+                continue
+            branches = [conjuncts(d) for d in _disjuncts(cond)]
+            per_branch = []
+            for parts in branches:
+                by_alias: dict[str, list[exp.Expression]] = {}
+                for p in parts:
+                    owners = {owner(c, srcs, profile) for c in p.find_all(exp.Column)}
+                    if len(owners) == 1 and None not in owners:
+                        by_alias.setdefault(owners.pop(), []).append(p)
+                per_branch.append(by_alias)
+            if len(per_branch) < 2:
+                continue
+            common = set.intersection(*(set(b) for b in per_branch))
+            for alias in sorted(common):
+                if all(len(b[alias]) == len(parts) for b, parts in zip(per_branch, branches)):
+                    continue  # the OR already reads this table alone
+                implied = exp.or_(*(exp.paren(_and([p.copy() for p in b[alias]]), copy=False)
+                                    for b in per_branch), copy=False)
+                if implied.sql() not in {e.sql() for e in existing + added}:
+                    added.append(exp.paren(implied, copy=False))
+        if added:
+            set_where(select, existing + added)
+            changed = True
+    return tree if changed else None
+
+
 RULES: dict[str, Rule] = {
     "distinct_redundant": distinct_redundant,
     "unused_join": unused_join,
@@ -482,6 +522,7 @@ RULES: dict[str, Rule] = {
     "predicate_transfer": predicate_transfer,
     "preaggregate": preaggregate,
     "or_to_union": or_to_union,
+    "or_implied_filters": or_implied_filters,
 }
 
 
