@@ -199,15 +199,15 @@ def build(out: Path, seed: int, docs: int) -> dict:
     truth["web"] = {"kinds": dict(sorted(kinds.items())), **web_summary, **pairs}
 
     sft_lines, sft_labels = build_sft(docstrings, rng, docs // 3)
-    write_bytes(out / "sft.jsonl", "".join(line + "\n" for line in sft_lines).encode())
+    (out / "sft.jsonl").write_text("".join(line + "\n" for line in sft_lines), encoding="utf-8")
     truth["files"]["sft.jsonl"] = file_truth(sft_labels)
 
     books = build_books(docs // 6)
     pq.write_table(pa.Table.from_pylist(books), out / "books.parquet")
     truth["files"]["books.parquet"] = {"rows": len(books)}
 
-    write_bytes(out / "ground_truth.json",
-                (json.dumps(truth, indent=1, ensure_ascii=False) + "\n").encode())
+    (out / "ground_truth.json").write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
     return truth
 
 
@@ -299,11 +299,15 @@ class KeySet:
     def key(text: str) -> str:
         return "".join(ch for ch in text.lower() if ch.isalpha())
 
-    def add(self, *texts: str) -> bool:
-        keys = [self.key(t) for t in texts]
-        if any(k in self.keys for k in keys):
+    def __contains__(self, text: str) -> bool:
+        return self.key(text) in self.keys
+
+    def add(self, text: str) -> bool:
+        """Record `text`; False (and nothing recorded) if an equal one is already there."""
+        key = self.key(text)
+        if key in self.keys:
             return False
-        self.keys.update(keys)
+        self.keys.add(key)
         return True
 
 
@@ -322,10 +326,8 @@ def build_web(docstrings, vocabulary, keys: KeySet, rng: random.Random, total: i
     sources = rng.sample(range(len(clean)), counts["exact_duplicate"] + counts["near_duplicate"])
     exact_sources, near_sources = (sources[:counts["exact_duplicate"]],
                                    sources[counts["exact_duplicate"]:])
-    variants = collections.Counter()
     for n, i in enumerate(exact_sources):
         variant = ("identical", "whitespace", "case")[n % 3]
-        variants[variant] += 1
         doc = dict(clean[i], text=vary(clean[i]["text"], variant),
                    url=clean[i]["url"].replace("docs.example.org", f"mirror{n % 7}.example.net"))
         rows.append(web_row("exact_duplicate", doc, group=i, variant=variant))
@@ -339,10 +341,13 @@ def build_web(docstrings, vocabulary, keys: KeySet, rng: random.Random, total: i
     for n, doc in enumerate(pool[:counts["html"]]):
         html = unique(keys, lambda: to_html(doc, rng))
         rows.append(web_row("html", dict(doc, text=html, url=f"https://www.example.com/p/{n}")))
-    makers = {"boilerplate": boilerplate_page, "spam": spam_page, "short": short_text}
+    modules = sorted({m for m, _, _ in docstrings})
+    names = [q.rsplit(".", 1)[-1] for _, q, _ in docstrings]
+    makers = {"boilerplate": lambda: boilerplate_page(modules, rng),
+              "spam": lambda: spam_page(rng), "short": lambda: short_text(names, modules, rng)}
     for kind, make in makers.items():
         for n in range(counts[kind]):
-            text = unique(keys, lambda: make(docstrings, rng))
+            text = unique(keys, make)
             rows.append(web_row(kind, synthetic(text, kind, n)))
     languages = sorted(NON_ENGLISH)
     for n in range(counts["non_english"]):
@@ -381,37 +386,47 @@ def tally(rows: list[dict], field: str) -> dict[str, int]:
 def distinct_documents(docstrings, keys: KeySet, rng: random.Random) -> list[dict]:
     """Join each module's docstring paragraphs, in order, into documents of about 120 to 600
     characters, leaving out any that resembles an earlier one (NATURAL_SIMILARITY_LIMIT)."""
-    docs, index = [], collections.defaultdict(list)
     by_module = collections.defaultdict(list)
     for module, qualname, doc in docstrings:
         by_module[module] += [(qualname, p) for p in doc.split("\n\n")]
+    pool = DocumentPool(keys)
     for module in sorted(by_module):
         parts, target = [], rng.randint(120, 560)
         for qualname, paragraph in by_module[module]:
             parts.append((qualname, paragraph))
             if sum(len(p) for _, p in parts) >= target:
-                add_distinct(docs, index, keys, module, parts)
+                pool.add(module, parts)
                 parts, target = [], rng.randint(120, 560)
         if sum(len(p) for _, p in parts) >= 120:
-            add_distinct(docs, index, keys, module, parts)
-    return docs
+            pool.add(module, parts)
+    return pool.docs
 
 
-def add_distinct(docs: list, index: dict, keys: KeySet, module: str, parts) -> None:
-    text = "\n\n".join(d for _, d in parts)
-    grams = shingles(text)
-    if KeySet.key(text) in keys.keys:
-        return
-    overlap = collections.Counter(j for g in grams for j in index[g])
-    for j, shared in overlap.items():
-        if shared / (len(grams) + docs[j]["_grams"] - shared) >= NATURAL_SIMILARITY_LIMIT:
+class DocumentPool:
+    """Documents that share under NATURAL_SIMILARITY_LIMIT of their word 5-grams with each
+    other (an inverted index from 5-gram to documents finds the overlaps)."""
+
+    def __init__(self, keys: KeySet):
+        self.keys, self.docs, self.sizes = keys, [], []
+        self.index: dict[tuple, list[int]] = collections.defaultdict(list)
+
+    def add(self, module: str, parts: list[tuple[str, str]]) -> None:
+        text = "\n\n".join(p for _, p in parts)
+        grams = shingles(text)
+        if text in self.keys:
             return
-    keys.add(text)
-    for g in grams:
-        index[g].append(len(docs))
-    slug = parts[0][0].replace(".", "/")
-    docs.append({"text": text, "url": f"https://docs.example.org/{slug}/{len(docs)}.html",
-                 "meta": {"lang": "en", "source": f"pydoc:{module}"}, "_grams": len(grams)})
+        overlap = collections.Counter(j for g in grams for j in self.index.get(g, ()))
+        for j, shared in overlap.items():
+            if shared / (len(grams) + self.sizes[j] - shared) >= NATURAL_SIMILARITY_LIMIT:
+                return
+        self.keys.add(text)
+        for g in grams:
+            self.index[g].append(len(self.docs))
+        slug = parts[0][0].replace(".", "/")
+        self.docs.append({"text": text,
+                          "url": f"https://docs.example.org/{slug}/{len(self.docs)}.html",
+                          "meta": {"lang": "en", "source": f"pydoc:{module}"}})
+        self.sizes.append(len(grams))
 
 
 def shingles(text: str, n: int = 5) -> set:
@@ -485,11 +500,11 @@ def to_html(doc: dict, rng: random.Random) -> str:
             f"</div>\n</body></html>")
 
 
-def boilerplate_page(docstrings, rng: random.Random) -> str:
+def boilerplate_page(modules: list[str], rng: random.Random) -> str:
     """A blog listing page: navigation, a cookie banner, the same teaser lines under every
     post title, and a footer."""
     company = rng.choice(COMPANIES)
-    module = rng.choice(docstrings)[0]
+    module = rng.choice(modules)
     lines = [f"{module} - {company} Blog", "Skip to main content",
              *rng.sample(NAV_ITEMS, rng.randint(8, 14)), rng.choice(COOKIE_BANNERS)]
     teaser = ["Posted by admin | 0 comments", *rng.sample(CALLS_TO_ACTION, 3)]
@@ -499,7 +514,7 @@ def boilerplate_page(docstrings, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
-def spam_page(docstrings, rng: random.Random) -> str:
+def spam_page(rng: random.Random) -> str:
     flavours = rng.sample([spam_repeated_words, spam_stretched, spam_links, spam_symbols],
                           rng.randint(1, 2))
     return "\n".join(f(rng) for f in flavours)
@@ -535,9 +550,8 @@ def spam_symbols(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def short_text(docstrings, rng: random.Random) -> str:
-    words = rng.choice(docstrings)[1].split(".")
-    w, w2 = words[-1], words[0]
+def short_text(names: list[str], modules: list[str], rng: random.Random) -> str:
+    w, w2 = rng.choice(names), rng.choice(modules)
     return rng.choice(SHORT_TEMPLATES).format(w=w, W=w.capitalize(), w2=w2)
 
 
@@ -588,9 +602,9 @@ def write_web(out: Path, rows: list[dict], first_rows: int, truth: dict,
                 else:
                     pairs["exact_duplicates"].append(entry | {"variant": row["variant"]})
         truth["files"][name] = file_truth([r["kind"] for r in part])
-    write_bytes(out / "web.jsonl", "".join(r["line"] + "\n" for r in first).encode())
+    (out / "web.jsonl").write_text("".join(r["line"] + "\n" for r in first), encoding="utf-8")
     data = "".join(r["line"] + "\n" for r in second).encode()
-    write_bytes(out / "web2.jsonl.zst", zstandard.ZstdCompressor(level=10).compress(data))
+    (out / "web2.jsonl.zst").write_bytes(zstandard.ZstdCompressor(level=10).compress(data))
     return pairs
 
 
@@ -694,15 +708,13 @@ def chunk_topics(topics: list[tuple[str, str]], size: int) -> list[dict]:
     return chunks
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 def print_counts(truth: dict) -> None:
     for name, info in truth["files"].items():
-        kinds = info.get("kinds", {"rows": info.get("rows")})
-        print(f"{name}: {info.get('lines', info.get('rows'))} "
-              + ", ".join(f"{k}={v}" for k, v in kinds.items()))
+        if "kinds" in info:
+            print(f"{name}: {info['lines']} lines: "
+                  + ", ".join(f"{k}={v}" for k, v in info["kinds"].items()))
+        else:
+            print(f"{name}: {info['rows']} rows")
     web = truth["web"]
     print("web total: " + ", ".join(f"{k}={v}" for k, v in web["kinds"].items()))
     print("near-duplicate rates: " + ", ".join(f"{k}={v}" for k, v in
