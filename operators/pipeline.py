@@ -185,8 +185,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
               "logging_level": "WARNING"}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    else:  # "local": never attach to a cluster some `ray start` left on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def configure_ray_data(quiet: bool) -> None:

@@ -1,0 +1,125 @@
+"""The `sluice` command line end to end, locally and against a two-node Ray cluster."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sluice.operators.io import read_output
+
+BIN = Path(sys.executable).parent
+
+
+def sluice(*args, check=True):
+    proc = subprocess.run([str(BIN / "sluice"), *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sluice {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rows = [{"text": f"Line {i % 40}:   some   words   here", "i": i} for i in range(400)]
+    rows += [{"text": "tiny", "i": -1}]
+    for part in range(4):
+        (d / f"in-{part}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows[part::4]) + "{oops\n")
+    path = d / "recipe.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: cli_test
+        input: {d}/*.jsonl
+        output: "{{{{ output }}}}"
+        process:
+          - whitespace_normalization_mapper: {{}}
+          - text_length_filter: {{min_len: 10}}
+          - document_deduplicator: {{}}
+    """))
+    return path
+
+
+def test_run_prints_summary_and_where_output_went(recipe, tmp_path):
+    proc = sluice("run", str(recipe), "--set", f"output={tmp_path / 'out'}", "--quiet")
+    out = proc.stdout
+    assert "every row accounted for" in out
+    assert f"output:  {tmp_path / 'out' / 'data'}" in out and "report:" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rows_read"] == 405 and summary["rows_kept"] == 40
+    assert summary["rejected"] == {"read": 4}
+    assert summary["dropped"] == {"text_length_filter": 1, "document_deduplicator": 360}
+    texts = read_output(str(tmp_path / "out" / "data")).column("text").to_pylist()
+    assert sorted(texts) == sorted(f"Line {i}: some words here" for i in range(40))
+
+
+def test_user_errors_are_one_line_with_nonzero_exit(recipe, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("text_length_filter", "text_length_filtr"))
+    proc = sluice("validate", str(bad), "--set", "output=x", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "did you mean 'text_length_filter'?" in proc.stderr and f"{bad}:7:5:" in proc.stderr
+    missing = sluice("run", "no_such_recipe", check=False)
+    assert missing.returncode == 2 and "no such recipe file or built-in recipe" in missing.stderr
+
+
+def test_ops_lists_operators_and_shows_parameters():
+    listing = sluice("ops").stdout
+    assert "text_length_filter" in listing and "document_deduplicator" in listing
+    detail = sluice("ops", "text_length_filter").stdout
+    assert "min_len: int" in detail and "max_len" in detail
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(recipe, tmp_path, monkeypatch):
+    """`ray start --head` plus a second node on this machine; `--block` keeps each node's
+    processes under one parent we stop, so no other Ray on the machine is touched."""
+    ray_bin = str(BIN / "ray")
+    from ray.util import get_node_ip_address
+
+    port = free_port()
+    address = f"{get_node_ip_address()}:{port}"
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
+    # A throwaway cluster on this machine: no auth token to hand to its clients.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = dict(os.environ)
+    head = subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                             f"--ray-client-server-port={free_port()}", *common],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nodes = [head]
+    try:
+        time.sleep(8)
+        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={address}", *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        count = "import ray,time\nray.init(address='%s')\n" % address + textwrap.dedent("""
+            for _ in range(60):
+                alive = [n for n in ray.nodes() if n['Alive']]
+                if len(alive) == 2:
+                    break
+                time.sleep(1)
+            print(len(alive))
+        """)
+        assert subprocess.run([sys.executable, "-c", count], capture_output=True, text=True,
+                              timeout=120).stdout.strip() == "2"
+        sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address, "--quiet")
+        sluice("run", str(recipe), "--set", f"output={tmp_path / 'local'}", "--quiet")
+        cluster = read_output(str(tmp_path / "cluster" / "data")).to_pylist()
+        local = read_output(str(tmp_path / "local" / "data")).to_pylist()
+        key = lambda r: (r["text"], r["i"])  # noqa: E731
+        assert len(cluster) == 40 and sorted(cluster, key=key) == sorted(local, key=key)
+        for name in ("cluster", "local"):
+            assert json.loads((tmp_path / name / "summary.json").read_text())["accounted"]
+    finally:
+        for node in reversed(nodes):
+            node.terminate()
+        for node in nodes:
+            node.wait(timeout=60)
