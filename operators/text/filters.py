@@ -16,7 +16,7 @@ from sluice.operators.base import Filter, ParamError, in_range, param, register
 from sluice.operators.expression import compile_expression
 from sluice.operators.text.language import language_identifier
 from sluice.operators.text.words import (char_class, codepoints, count_per_row, load_word_list,
-                                         ngram_counts, ratio, refined_words, text_array,
+                                         ngram_counts, prefix_counts, ratio, refined_words, text_array,
                                          with_nulls, word_ids)
 
 
@@ -307,14 +307,14 @@ class flagged_words_filter(WordListFilter):
 
 
 # Python's str.splitlines boundaries; '\r\n' counts as one.
-_LINE_BREAKS = np.zeros(0x2030, dtype=bool)
+_LINE_BREAKS = np.zeros(0x110000, dtype=bool)
 _LINE_BREAKS[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]] = True
 
 
 def _line_ends(cps: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks over characters: line-break characters, and the characters that end a line
     (the '\n' of '\r\n' is a break but does not end another line)."""
-    is_break = _LINE_BREAKS[np.minimum(cps, len(_LINE_BREAKS) - 1)]
+    is_break = _LINE_BREAKS[cps]
     ends_line = is_break.copy()
     ends_line[1:] &= ~((cps[1:] == 0x0A) & (cps[:-1] == 0x0D))
     starts = offsets[:-1][np.diff(offsets) > 0]
@@ -349,8 +349,7 @@ def longest_lines(text: pa.Array) -> np.ndarray:
     line_start[1:] = ends_line[:-1]
     line_start[offsets[:-1][nonempty]] = True
     starts = np.flatnonzero(line_start)
-    content = np.zeros(len(cps) + 1, dtype=np.int64)
-    np.cumsum(~is_break, out=content[1:])
+    content = prefix_counts(~is_break)
     line_len = np.diff(content[np.append(starts, len(cps))])
     first_line = np.searchsorted(starts, offsets[:-1][nonempty])
     longest[nonempty] = np.maximum.reduceat(line_len, first_line)

@@ -220,28 +220,46 @@ class remove_repeat_sentences_mapper(TextMapper):
 class remove_long_words_mapper(TextMapper):
     """Removes words (split on spaces, tabs and newlines) whose length is outside
     [min_len, max_len], unless stripping leading and trailing punctuation brings it inside.
-    As in Data-Juicer the text is then rejoined: one space between words, one tab or newline
-    where the removed stretch held one, no empty lines, no leading or trailing blanks."""
+    In a text that loses words, the rest is rejoined as Data-Juicer does: one space between
+    words, one tab or newline where the removed stretch held one, no empty lines, no leading
+    or trailing blanks. Texts with no word to remove are left as they are."""
 
     min_len: int = param(1, ge=0, doc="shortest word kept, in characters")
     max_len: int = param(sys.maxsize, ge=0, doc="longest word kept, in characters")
 
+    def _fits(self, words: pa.Array) -> np.ndarray:
+        lengths = pc.utf8_length(words).to_numpy(zero_copy_only=False)
+        return (lengths >= self.min_len) & (lengths <= self.max_len)
+
+    def _removable(self, words: pa.Array) -> np.ndarray:
+        """Words to remove: out of range, and still out of range once stripped."""
+        out = ~self._fits(words) & pc.greater(pc.binary_length(words), 0).to_numpy(
+            zero_copy_only=False)
+        stripped = pc.utf8_trim(pc.filter(words, pa.array(out)), characters=special_characters())
+        out[out] = ~self._fits(stripped)
+        return out
+
     def transform(self, text):
+        spaced = pc.replace_substring(pc.replace_substring(text, "\n", " "), "\t", " ")
+        words = pc.split_pattern(spaced, " ")
+        parents = pc.list_parent_indices(words).to_numpy()
+        affected = np.zeros(len(text), dtype=bool)
+        affected[parents[self._removable(words.flatten())]] = True
+        if not affected.any():
+            return text
+        return pc.replace_with_mask(text, pa.array(affected),
+                                    self._remove_words(pc.filter(text, pa.array(affected))))
+
+    def _remove_words(self, text: pa.Array) -> pa.Array:
         marker = free_marker(text)
         pieces = pc.split_pattern(
             pc.replace_substring_regex(text, "([ \t\n]+)", marker + r"\1" + marker), marker)
         flat = pieces.flatten()
         offsets = pieces.offsets.to_numpy()
         parents = pc.list_parent_indices(pieces).to_numpy()
+        # Pieces alternate word, separator, word, ... in every row.
         is_word = (np.arange(len(flat)) - (offsets[parents] - offsets[0])) % 2 == 0
-
-        def fits(lengths):
-            lengths = lengths.to_numpy(zero_copy_only=False)
-            return (lengths >= self.min_len) & (lengths <= self.max_len)
-
-        stripped = pc.utf8_trim(flat, characters=special_characters())
-        keep = ~is_word | fits(pc.utf8_length(flat)) | fits(pc.utf8_length(stripped))
-        joined = _join_pieces(pieces, keep, text)
+        joined = _join_pieces(pieces, ~(is_word & self._removable(flat)), text)
         joined = pc.replace_substring_regex(joined, "[ \t\n]*\n[ \t\n]*", "\n")
         joined = pc.replace_substring_regex(joined, "[ \t]*\t[ \t]*", "\t")
         joined = pc.replace_substring_regex(joined, " +", " ")
