@@ -238,21 +238,27 @@ def test_recipes_render_with_defaults_and_use_known_operators(path):
 
 
 def test_webtext_recipe_drops_the_injected_junk_and_keeps_the_docs(data):
-    """The recipe's row-local operators applied to the web rows (no Ray): every boilerplate,
-    spam, short and non-English document is dropped; HTML is kept once cleaned, and so is
-    nearly all real text."""
-    from sluice.operators.base import Filter, Mapper
+    """The recipe's operators applied to the web rows in reading order (row-local ones on one
+    table, the dedup by its key, no Ray): every boilerplate, spam, short and non-English
+    document is dropped, HTML is kept once cleaned and so is nearly all real text; the exact
+    duplicates that pass the filters, and only they, repeat an earlier key."""
+    from sluice.operators.base import Deduplicator, Filter, Mapper
     from sluice.operators.recipe import load_recipe
 
     rows = [(label, row["text"]) for _, _, label, row in web_rows(data) if label not in MALFORMED]
     table = pa.table({"text": [t for _, t in rows]})
-    ops = load_recipe("webtext_clean").pipeline.ops
     kept = pa.array([True] * table.num_rows)
-    for op in ops:
+    repeats = [False] * table.num_rows
+    for op in load_recipe("webtext_clean").pipeline.ops:
         if isinstance(op, Mapper):
             table = op.process(table)
         elif isinstance(op, Filter):
             kept = pa.compute.and_(kept, op.keep(op.with_stats(table)))
+        elif isinstance(op, Deduplicator):
+            keys, seen = op.prepare(table).column(table.num_columns).to_pylist(), set()
+            for i, (key, keep) in enumerate(zip(keys, kept.to_pylist())):
+                repeats[i] = keep and key in seen
+                seen.update([key] if keep else [])
     outcome = collections.defaultdict(collections.Counter)
     for (label, _), keep in zip(rows, kept.to_pylist()):
         outcome[label][keep] += 1
@@ -261,3 +267,5 @@ def test_webtext_recipe_drops_the_injected_junk_and_keeps_the_docs(data):
     assert outcome["html"][False] <= 1
     assert outcome["clean"][True] >= 0.95 * sum(outcome["clean"].values()), outcome["clean"]
     assert "<p>" not in "".join(table.column("text").to_pylist())
+    dropped_as_duplicate = [label for (label, _), repeat in zip(rows, repeats) if repeat]
+    assert dropped_as_duplicate == ["exact_duplicate"] * outcome["exact_duplicate"][True]
