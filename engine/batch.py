@@ -86,14 +86,14 @@ class BatchEngine:
                 runnable.append(i)
 
         run_ids = [token_ids[i] for i in runnable]
-        if self.config.prefix_grouping:
+        reusable = max_reusable_tokens(run_ids, self.config.block_size)
+        # With nothing to share, planning has nothing to gain: the batch goes as given.
+        waves, groups = ([runnable] if runnable else []), 0
+        if self.config.prefix_grouping and reusable:
             max_new = [min(params[i].max_tokens, limit - len(token_ids[i])) for i in runnable]
             plan = plan_batch(run_ids, max_new, self.config.block_size, self.backend.kv_cache_tokens)
             waves = [[runnable[j] for j in wave] for wave in plan.waves]
-            groups, reusable = len(plan.groups), plan.max_reusable_tokens
-        else:
-            waves = [runnable] if runnable else []
-            groups, reusable = 0, max_reusable_tokens(run_ids, self.config.block_size)
+            groups = len(plan.groups)
 
         for wave in waves:
             done = self.backend.run([token_ids[i] for i in wave], [params[i] for i in wave])

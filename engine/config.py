@@ -26,6 +26,7 @@ class EngineConfig:
     enforce_eager: bool = False           # True: skip compilation (starts ~3x faster on CPU)
     memory_utilization: float = 0.3       # fraction of device (or CPU) memory vLLM may reserve
     prefix_grouping: bool = True          # False: submit in the caller's order, as plain vLLM
+    in_process: bool = False              # run vLLM's engine core and worker in this process
 
     def __post_init__(self):
         if not self.model:
@@ -60,6 +61,8 @@ class EngineConfig:
             kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
         if self.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.max_num_seqs
+        if self.in_process:
+            kwargs["distributed_executor_backend"] = "uni"
         return kwargs
 
     def to_dict(self) -> dict:

@@ -7,6 +7,7 @@ builds a backend must do so under `if __name__ == "__main__":`.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import psutil
@@ -25,6 +26,9 @@ class VLLMBackend:
         from vllm import LLM
 
         self.config = config
+        if config.in_process:
+            # vLLM reads this when the engine is built; it has no constructor argument.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         before = {c.pid for c in psutil.Process().children(recursive=True)}
         self.llm = LLM(**config.vllm_kwargs())
         self._processes = [c for c in psutil.Process().children(recursive=True)

@@ -270,6 +270,7 @@ BUILTIN_MODULES = [
     "sluice.operators.dedup.exact",
     "sluice.operators.dedup.minhash",
     "sluice.operators.select",
+    "sluice.operators.llm",
 ]
 
 
