@@ -226,6 +226,24 @@ def test_language_scores_match_langid_per_text():
     check(stats["lang_score"], [None if e is None else e[1] for e in expected])
 
 
+@pytest.mark.parametrize("texts", [[], [None, None], [""]], ids=["no rows", "all null", "empty"])
+def test_every_text_filter_handles_degenerate_batches(texts):
+    from sluice.operators.base import OPERATORS, load_builtin_operators
+    from sluice.operators.text import filters
+
+    load_builtin_operators()
+    names = [n for n, c in OPERATORS.items() if c.__module__ == filters.__name__]
+    assert len(names) == 13
+    for name in names:
+        params = {"expression": "text is None"} if name == "field_expression_filter" else {}
+        op = create_operator(name, params)
+        stats = op.with_stats(table(texts))
+        mask = op.keep(stats).to_pylist()
+        if name != "field_expression_filter":
+            assert mask == [False if t is None else mask[i] for i, t in enumerate(texts)]
+            assert all(stats.column("stats." + n).null_count == texts.count(None) for n in op.stat_names)
+
+
 # ---- bad input ----
 
 def test_clear_errors():

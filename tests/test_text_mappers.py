@@ -170,3 +170,16 @@ def test_mappers_leave_marker_characters_alone():
     texts = ["a\x00b. a\x00b. c", "\ufdd0 x. \ufdd0 x."]
     assert run("remove_repeat_sentences_mapper", texts) == ["a\x00b. c", "\ufdd0 x."]
     assert run("remove_long_words_mapper", texts, max_len=3) == texts
+
+
+@pytest.mark.parametrize("texts", [[], [None, None], [""]], ids=["no rows", "all null", "empty"])
+def test_every_text_mapper_handles_degenerate_batches(texts):
+    from sluice.operators.base import OPERATORS, load_builtin_operators
+    from sluice.operators.text import mappers
+
+    load_builtin_operators()
+    names = [n for n, c in OPERATORS.items()
+             if c.__module__ == mappers.__name__ and "text_key" in c.__dataclass_fields__]
+    assert len(names) == 9
+    for name in names:
+        assert run(name, texts) == texts

@@ -69,8 +69,8 @@ class fix_unicode_mapper(TextMapper):
     markup, curly-quote and ligature fixes, CRLF line breaks), then applies the Unicode
     normalization form `normalization` (NFKC also folds full-width forms).
 
-    ftfy is per-row Python. Rows of plain printable ASCII without '&' are exactly those ftfy
-    leaves unchanged, so only the other rows go through it: English text is mostly skipped."""
+    ftfy is per-row Python, so it only sees rows that hold something it could change:
+    rows of printable ASCII without '&' (most English text) are left as they are."""
 
     normalization: str = param("NFC", doc="Unicode normalization form applied after fixing",
                                choices=("NFC", "NFKC", "NFD", "NFKD"))
