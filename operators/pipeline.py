@@ -118,8 +118,16 @@ class FusedStage:
         self.steps, self.ledger, self.rejects_dir = steps, ledger, rejects_dir
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
-        labels = [label for label, _ in steps] or (["sink"] if sink else ["pass"])
-        self.__name__ = "+".join(labels)
+        labels = [label for label, _ in steps] or ["write" if sink else "split_rejects"]
+        self.name = labels[0] if len(labels) < 3 else f"{labels[0]}+{len(labels) - 2}+{labels[-1]}"
+
+    def udf(self):
+        """The stage as a named function, so progress lines say which operators it runs."""
+        def fused(table: pa.Table) -> pa.Table:
+            return self(table)
+
+        fused.__name__ = fused.__qualname__ = self.name
+        return fused
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rejects = RejectWriter(self.rejects_dir, "stage")
@@ -303,7 +311,7 @@ class Pipeline:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
             stage = FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=sink,
                                keep_stats=keep_stats, analyze=analyze)
-            ds = ds.map_batches(stage, batch_format="pyarrow", batch_size=None)
+            ds = ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None)
             upstream = None
 
         data_dir = output_dir / "data"
