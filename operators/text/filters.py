@@ -147,8 +147,8 @@ class digit_ratio_filter(TextFilter):
         return in_range(self.stat(table, "digit_ratio"), self.min_ratio, self.max_ratio)
 
 
-# Rows of more characters than this are split into groups for the n-gram sort, which bounds
-# memory (about 40 bytes per character) on large batches.
+# A batch of more characters than this is split into groups of rows for the n-gram sort,
+# which bounds its memory (tens of bytes per character) on large batches.
 _CHARS_PER_GROUP = 1 << 22
 
 
@@ -161,8 +161,8 @@ def _row_groups(offsets: np.ndarray):
 
 def top_ngram_share(counts, rows: int) -> np.ndarray:
     """Data-Juicer's character repetition ratio per row from its distinct n-gram counts:
-    the sum of the k largest counts over all n-grams, k = min(floor(sqrt(distinct)),
-    number of n-grams occurring more than once)."""
+    the sum of the k largest counts divided by the number of n-grams, where
+    k = min(floor(sqrt(#distinct n-grams)), #n-grams occurring more than once)."""
     distinct = np.bincount(counts.row, minlength=rows)
     repeated = counts.count > 1
     k = np.minimum(np.floor(np.sqrt(distinct)).astype(np.int64),

@@ -18,9 +18,9 @@ from sluice.operators.base import ParamError
 MAX_CODEPOINT = 0x110000
 
 
-def text_array(op, table: pa.Table, key: str | None = None) -> pa.Array:
-    """The string column `key` (default `op.text_key`) as one Array; a clear error if absent."""
-    key = key or op.text_key
+def text_array(op, table: pa.Table) -> pa.Array:
+    """The string column `op.text_key` as one Array; a clear error if absent or not text."""
+    key = op.text_key
     if key not in table.column_names:
         raise ParamError(op.name, "text_key", f"field '{key}' is not in the data; fields: "
                          + ", ".join(table.column_names))
@@ -166,7 +166,7 @@ def word_ids(words: Words) -> np.ndarray:
 
 # ---- n-grams ----
 
-_HASH_BASE = 0x9E3779B97F4A7C15  # odd, so powers stay invertible modulo 2**64
+_HASH_BASE = 0x9E3779B97F4A7C15  # odd: multiplying by it modulo 2**64 loses no information
 
 
 def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
