@@ -198,6 +198,14 @@ def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     return result[:total - n + 1]
 
 
+def _row_tails(offsets: np.ndarray, n: int, limit: int) -> np.ndarray:
+    """Positions below `limit` where a window of n tokens would run past its row's end."""
+    begin = np.maximum(offsets[:-1], offsets[1:] - n + 1)
+    sizes = offsets[1:] - begin
+    positions = np.arange(int(sizes.sum())) + np.repeat(begin - (np.cumsum(sizes) - sizes), sizes)
+    return positions[positions < limit]
+
+
 @dataclass
 class NgramCounts:
     """Distinct n-grams per row: `row[g]` and `count[g]` for each distinct n-gram g, and the
@@ -220,18 +228,18 @@ def ngram_counts(tokens: np.ndarray, offsets: np.ndarray, n: int) -> NgramCounts
     rows = len(offsets) - 1
     lengths = np.diff(offsets)
     windows = np.maximum(lengths - n + 1, 0)
-    hashes = window_hashes(tokens, n)
     total = int(windows.sum())
     if total == 0:
         empty = np.zeros(0, dtype=np.int64)
         return NgramCounts(empty, empty, windows)
-    row_of = np.repeat(np.arange(rows, dtype=np.uint64), windows)
-    first_window = np.zeros(rows, dtype=np.int64)
-    np.cumsum(windows[:-1], out=first_window[1:])
-    position = np.arange(total, dtype=np.int64) + np.repeat(offsets[:-1] - first_window, windows)
     row_bits = max(1, int(rows).bit_length())
-    keys = (hashes[position] << np.uint64(row_bits)) | row_of
+    keys = window_hashes(tokens, n) << np.uint64(row_bits)
+    keys |= np.repeat(np.arange(rows, dtype=np.uint64), lengths)[:len(keys)]
+    # Windows running past the end of their row get a key no real n-gram has (a real key's
+    # row part is at most rows - 1 < 2**row_bits - 1): they sort last and are cut off.
+    keys[_row_tails(offsets, n, len(keys))] = np.uint64((1 << 64) - 1)
     keys.sort()
+    keys = keys[:total]
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     count = np.diff(np.append(starts, len(keys)))
     row = (keys[starts] & np.uint64((1 << row_bits) - 1)).astype(np.int64)
