@@ -11,8 +11,8 @@ Building blocks, each a distributed Ray Data step:
   edge list, and it stops when neither step changes an edge. O(log^2 n) rounds; duplicate
   graphs, already stars around bucket minima, settle in two or three. The result maps every
   non-root node to its component's lowest id.
-- `SortedTable`: a dataset range-partitioned by an int64 key, looked up from `map_batches`
-  tasks that fetch only the blocks whose key range overlaps their batch, one block at a time.
+- `SortedTable`: blocks sorted by an int64 key, looked up from `map_batches` tasks that fetch
+  only the blocks whose key range overlaps their batch, one block at a time.
   It joins small results (signatures of candidate pairs, cluster membership) back onto the
   documents without shuffling the documents, and keeps their order.
 """
@@ -138,27 +138,33 @@ def _key_bounds(block: pa.Table, key: str):
     return int(keys[0]), int(keys[-1]), bool(np.all(keys[1:] > keys[:-1]))
 
 
+def _sort_block(block: pa.Table, key: str) -> pa.Table:
+    return block.sort_by(key)
+
+
 class SortedTable:
-    """Blocks of a dataset ordered by a unique int64 key, with each block's key range."""
+    """Blocks of a dataset, each sorted by a unique int64 key, with each block's key range.
+
+    Ranges may overlap (blocks from a hash partition); lookups then read more blocks, never
+    more than one at a time. Blocks in key order (documents as read) are read only where needed."""
 
     def __init__(self, refs: list, lows: np.ndarray, highs: np.ndarray, key: str):
         self.refs, self.lows, self.highs, self.key = refs, lows, highs, key
 
     @classmethod
     def build(cls, ds, key: str) -> "SortedTable":
-        """Use `ds` as it is when its blocks are already in key order, else sort it first."""
-        for attempt in range(2):
-            ds = ds.materialize()
+        """Use the blocks of `ds` as they are when each is sorted by `key`, else sort each one."""
+        ds = ds.materialize()
+        refs = ds.to_arrow_refs()
+        bounds = ray.get([_key_bounds.remote(r, key) for r in refs])
+        if not all(b[2] for b in bounds if b is not None):
+            ds = ds.map_batches(_sort_block, batch_size=None, batch_format="pyarrow",
+                                fn_kwargs={"key": key}).materialize()
             refs = ds.to_arrow_refs()
             bounds = ray.get([_key_bounds.remote(r, key) for r in refs])
-            kept = [(r, b) for r, b in zip(refs, bounds) if b is not None]
-            lows = np.array([b[0] for _, b in kept], dtype=np.int64)
-            highs = np.array([b[1] for _, b in kept], dtype=np.int64)
-            ordered = all(b[2] for _, b in kept) and bool(np.all(lows[1:] > highs[:-1]))
-            if ordered:
-                return cls([r for r, _ in kept], lows, highs, key)
-            ds = ds.sort(key)
-        raise RuntimeError(f"sorting on {key} did not give ordered blocks")
+        kept = [(r, b) for r, b in zip(refs, bounds) if b is not None]
+        return cls([r for r, _ in kept], np.array([b[0] for _, b in kept], dtype=np.int64),
+                   np.array([b[1] for _, b in kept], dtype=np.int64), key)
 
     def lookup(self, keys: np.ndarray, columns: list[str]) -> tuple[np.ndarray, pa.Table | None]:
         """(mask of keys found, rows of `columns` for the found keys, in the order of `keys`)."""

@@ -131,17 +131,23 @@ class document_minhash_deduplicator(Deduplicator):
         stats["removed"] = members.count() - stats["clusters"]
         ctx.add_report_section(f"{self.name}: near-duplicate clusters",
                                _stats_html(stats) + self._sample_html(ds, members))
-        return self._finish(ds, SortedTable.build(members.select_columns([ID_COLUMN, "cluster", "keep"]),
-                                                  ID_COLUMN))
+        return self._finish(ds, SortedTable.build(members, ID_COLUMN))
 
     def _finish(self, ds, members: SortedTable | None):
         return ds.map_batches(_drop_duplicates, batch_size=None, batch_format="pyarrow", fn_kwargs={
             "members": members, "cluster_column": self.cluster_column})
 
     def _sample_html(self, ds, members) -> str:
+        import ray
+
         if self.report_clusters == 0:
             return ""
-        sample = _collect(members.map_batches(_dropped_rows, batch_format="pyarrow").limit(self.report_clusters))
+        for ref in members.to_arrow_refs():  # one dropped document from each of the first clusters
+            dropped = _dropped_rows(ray.get(ref))
+            _, first = np.unique(dropped["cluster"].to_numpy(), return_index=True)
+            sample = dropped.take(np.sort(first)[:self.report_clusters])
+            if sample.num_rows:
+                break
         ids = np.unique(np.concatenate([sample[ID_COLUMN].to_numpy(), sample["keeper"].to_numpy()]))
         docs = _collect(ds.select_columns([ID_COLUMN, self.text_key, SIGNATURE_COLUMN]).map_batches(
             _rows_with_ids, batch_size=None, batch_format="pyarrow", fn_kwargs={"ids": ids}))
@@ -209,9 +215,10 @@ def _clusters(components: pa.Table, table: SortedTable, scored: bool) -> pa.Tabl
     first = np.flatnonzero(starts)
     sizes = np.diff(np.append(first, len(ids)))
     keeper = np.repeat(ids[first], sizes)
-    return pa.table({ID_COLUMN: ids, "cluster": cluster, "keeper": keeper,
-                     "keep": ids == keeper, "is_root": (ids == cluster).astype(np.int64),
-                     "size": np.repeat(sizes, sizes)})
+    members = pa.table({ID_COLUMN: ids, "cluster": cluster, "keeper": keeper,
+                        "keep": ids == keeper, "is_root": (ids == cluster).astype(np.int64),
+                        "size": np.repeat(sizes, sizes)})
+    return members.sort_by(ID_COLUMN)  # blocks sorted by id serve lookups
 
 
 def _drop_duplicates(table: pa.Table, members: SortedTable | None, cluster_column: str | None) -> pa.Table:

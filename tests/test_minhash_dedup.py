@@ -1,0 +1,148 @@
+"""document_minhash_deduplicator on Ray Data: which documents it keeps across blocks, keep rules,
+the cluster column, connected components against scipy, and a Data-Juicer recipe run."""
+
+import json
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as scipy_components
+
+from sluice.operators import create_operator
+from sluice.operators.context import RunContext
+from sluice.operators.dedup.components import connected_components
+from sluice.operators.io import read_output
+from sluice.operators.recipe import load_recipe
+
+RNG = np.random.default_rng(2024)
+WORDS = np.array([f"word{i}" for i in range(20_000)])
+
+
+def words(n):
+    return list(WORDS[RNG.integers(0, len(WORDS), n)])
+
+
+def edited(doc, positions):
+    doc = list(doc)
+    for p in positions:
+        doc[p] = "EDITED"
+    return doc
+
+
+def run_dedup(texts, params, extra=None, blocks=4):
+    """prepare() per block as the pipeline's fused stage does, then apply() on the Dataset."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # as the pipeline
+
+    op = create_operator("document_minhash_deduplicator", {"num_permutations": 128,
+                                                           "jaccard_threshold": 0.8, **params})
+    table = pa.table({"__id__": pa.array(range(len(texts)), pa.int64()), "text": texts, **(extra or {})})
+    step = -(-len(texts) // blocks)
+    prepared = [op.prepare(table.slice(i, step)) for i in range(0, len(texts), step)]
+    ctx = RunContext(num_cpus=2)
+    out = op.apply(ray.data.from_arrow(prepared).materialize(), ctx)
+    return pa.concat_tables(ray.get(out.materialize().to_arrow_refs())), ctx
+
+
+def test_keeps_one_per_cluster_and_everything_else(ray_session):
+    a, b = words(200), words(200)
+    huge = words(200_000)
+    cjk = "机器学习是人工智能的一个分支，它使计算机能够从数据中学习并做出预测。"
+    docs = {
+        0: a, 1: b, 2: words(200), 3: words(200), 4: words(50),
+        5: "", 6: None, 7: a, 8: "   ", 9: edited(b, [100]),
+        10: "hello world", 11: "hello world", 12: edited(a, [17]), 13: "hello there",
+        14: cjk, 15: cjk, 16: huge, 17: edited(huge, range(0, 200_000, 1000)),
+        18: edited(a, [150]),
+    }
+    texts = [" ".join(d) if isinstance(d, list) else d for d in docs.values()]
+    out, ctx = run_dedup(texts, {"cluster_column": "cluster"})
+
+    dropped = {7: 0, 9: 1, 11: 10, 12: 0, 15: 14, 17: 16, 18: 0}  # duplicate -> kept document
+    kept = [i for i in docs if i not in dropped]
+    assert out["__id__"].to_pylist() == kept  # input order kept
+    assert out["text"].to_pylist() == [texts[i] for i in kept]
+    assert out.column_names == ["__id__", "text", "cluster"]
+    clusters = dict(zip(out["__id__"].to_pylist(), out["cluster"].to_pylist()))
+    assert all(clusters[i] == i for i in kept)  # each kept document is its cluster's lowest id
+
+    (title, html), = ctx.report_sections
+    assert "near-duplicate clusters" in title and "removed: 7" in html and "estimated Jaccard" in html
+
+
+def test_keep_rules_and_cluster_column(ray_session):
+    base = words(300)
+    longer = base + ["and", "a", "few", "more", "words"]
+    texts = [" ".join(base), " ".join(longer), " ".join(words(300)), " ".join(edited(base, [5]))]
+    quality = [0.1, 0.5, 0.9, 0.7]
+
+    out, _ = run_dedup(texts, {"keep": "longest"})
+    assert out["__id__"].to_pylist() == [1, 2]
+
+    out, _ = run_dedup(texts, {"keep": "stats.quality", "cluster_column": "dup_of", "verify": False},
+                       extra={"stats.quality": quality})
+    assert out["__id__"].to_pylist() == [2, 3]
+    assert out["dup_of"].to_pylist() == [2, 0]  # the cluster is named by its lowest id
+    assert "__keep_score__" not in out.column_names and "__minhash__" not in out.column_names
+
+
+def test_no_duplicates_returns_every_row(ray_session):
+    texts = [" ".join(words(100)) for _ in range(6)] + ["", None]
+    out, ctx = run_dedup(texts, {})
+    assert out["__id__"].to_pylist() == list(range(8))
+    assert "no near-duplicates" in ctx.report_sections[0][0]
+
+
+def test_connected_components_match_scipy(ray_session):
+    import ray
+
+    rng = np.random.default_rng(7)
+    n = 1000
+    a, b = rng.integers(0, n, 600), rng.integers(0, n, 600)
+    path = rng.permutation(n)[:60]  # a long chain needs several rounds
+    a, b = np.r_[a, path[:-1]], np.r_[b, path[1:]]
+    a, b = a[a != b], b[a != b]
+    edges = ray.data.from_arrow(pa.table({"src": np.maximum(a, b), "dst": np.minimum(a, b)})).repartition(3)
+    result, rounds = connected_components(edges, 2)
+    got = pa.concat_tables(ray.get(result.to_arrow_refs())).to_pydict()
+
+    _, label = scipy_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    nodes = np.unique(np.r_[a, b])
+    lowest = {}
+    for node in nodes:
+        lowest[label[node]] = min(lowest.get(label[node], node), node)
+    expected = {int(v): int(lowest[label[v]]) for v in nodes if lowest[label[v]] != v}
+    assert len(got["src"]) == len(expected)
+    assert dict(zip(got["src"], got["dst"])) == expected
+    assert rounds > 1
+
+
+def test_a_data_juicer_recipe_with_minhash_runs_unchanged(tmp_path, ray_session):
+    originals = [" ".join(words(120)) for _ in range(5)]
+    rows = originals + [originals[0], originals[2].replace("word", "Word", 3), "", "tiny text"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(rows)))
+    recipe = tmp_path / "dj.yaml"
+    recipe.write_text(textwrap.dedent(f"""
+        project_name: 'fuzzy-dedup'
+        dataset_path: '{data}'
+        export_path: '{tmp_path / "out" / "result.jsonl"}'
+        np: 2
+        process:
+          - document_minhash_deduplicator:
+              tokenization: space
+              window_size: 5
+              lowercase: true
+              ignore_pattern: null
+              num_permutations: 256
+              jaccard_threshold: 0.7
+              num_bands: null
+              num_rows_per_band: null
+    """))
+    result = load_recipe(str(recipe)).run(quiet=True)
+    out = read_output(str(result.data_path))
+    assert sorted(out["n"].to_pylist()) == [0, 1, 2, 3, 4, 7, 8]
+    assert "near-duplicate clusters" in result.report_path.read_text()
