@@ -49,6 +49,16 @@ def _join_pieces(pieces: pa.ListArray, keep: np.ndarray, text: pa.Array) -> pa.A
     return pc.binary_join(lists, "").cast(text.type)
 
 
+# Horizontal whitespace other than ' ': tabs, no-break, ideographic, en/em and other spaces.
+_OTHER_SPACES = "\t\x0b\x0c\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+
+
+def _collapse_spaces(text: pa.Array) -> pa.Array:
+    """Each run of horizontal whitespace becomes one ' '. Only runs other than a single ' '
+    match, so most spaces are left untouched (several times faster than matching them all)."""
+    return pc.replace_substring_regex(text, f"(?: ?[{_OTHER_SPACES}]|  )[ {_OTHER_SPACES}]*", " ")
+
+
 @register
 class whitespace_normalization_mapper(TextMapper):
     """Changes every Unicode space (no-break, ideographic, en/em spaces, tabs, ...) to ' ',
@@ -57,8 +67,7 @@ class whitespace_normalization_mapper(TextMapper):
 
     def transform(self, text):
         text = pc.replace_substring_regex(text, "[\u200b\u2060\ufeff]", "")
-        text = pc.replace_substring_regex(
-            text, "[\t\x0b\x0c \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+", " ")
+        text = _collapse_spaces(text)
         text = pc.replace_substring_regex(text, " ?\n ?", "\n")
         return pc.utf8_trim_whitespace(text)
 
@@ -177,7 +186,7 @@ class clean_html_mapper(TextMapper):
         text = _apply_where(text, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
                             lambda rows: pa.array([html.unescape(t) for t in rows.to_pylist()],
                                                   type=text.type))
-        text = pc.replace_substring_regex(text, "[ \t\u00a0]+", " ")
+        text = _collapse_spaces(text)
         text = pc.replace_substring_regex(text, r" ?\n\s*", "\n")
         return pc.utf8_trim_whitespace(text)
 
