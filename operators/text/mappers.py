@@ -214,7 +214,7 @@ class remove_repeat_sentences_mapper(TextMapper):
         if self.lowercase:
             key = pc.utf8_lower(key)
         if self.ignore_special_character:
-            key = pc.replace_substring_regex(key, "[^a-zA-Z0-9\u4e00-\u9fa5\n\t ]", "")
+            key = pc.replace_substring_regex(key, "[^a-zA-Z0-9\u4e00-\u9fa5\n\t ]+", "")
         short = pc.less(pc.utf8_length(key), self.min_repeat_sentence_length).to_numpy(
             zero_copy_only=False)
         keep = short | pc.equal(flat, "\n").to_numpy(zero_copy_only=False)
