@@ -100,8 +100,7 @@ def distinct_redundant(tree, profile):
         unique = False
         if group and not any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets")):
             unique = bool(group.expressions) and all(g in projected for g in group.expressions)
-        elif not group and not select.args.get("joins") and not any(
-                isinstance(p, exp.AggFunc) for p in select.find_all(exp.AggFunc)):
+        elif not group and not select.args.get("joins") and not select.find(exp.AggFunc):
             srcs = sources(select)
             if srcs and len(srcs) == 1 and None not in srcs.values():
                 table = profile.table(next(iter(srcs.values())))
@@ -129,7 +128,8 @@ def _alias_used(tree: exp.Expression, alias: str, table, join: exp.Join) -> bool
             continue
         if col.table.lower() == alias or (not col.table and table.column(col.name)):
             return True
-    return any(isinstance(p, exp.Star) or p.find(exp.Star) and isinstance(p, exp.Column)
+    # SELECT * or t.* anywhere may read the table's columns
+    return any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and p.is_star)
                for q in tree.find_all(exp.Select) for p in q.expressions)
 
 
