@@ -72,8 +72,9 @@ def last_batch(fn):
     @functools.wraps(fn)
     def cached(arr: pa.Array):
         key = (tuple(b.address if b is not None else 0 for b in arr.buffers()), arr.offset, len(arr))
-        if cache and cache[0][0] == key:
-            return cache[0][2]
+        entry = cache[0] if cache else None  # one read: safe if threads share the cache
+        if entry is not None and entry[0] == key:
+            return entry[2]
         result = fn(arr)
         cache[:] = [(key, arr, result)]
         return result
