@@ -10,6 +10,7 @@ that runs past the timeout (DuckDB has no statement timeout of its own).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import statistics
@@ -181,14 +182,16 @@ class Sandbox:
         return self._run(sql, timeout_s, fetch=False)[2]
 
     def time_pair(self, original: str, candidate: str, runs: int = 5,
-                  timeout_s: float | None = None) -> tuple[float, float]:
-        """Median seconds of (original, candidate): one warm-up each, then `runs` alternated."""
-        self.run_seconds(original, timeout_s)
-        self.run_seconds(candidate, timeout_s)
+                  timeout_s: float | None = None, min_sample_s: float = 0.1) -> tuple[float, float]:
+        """Median seconds of (original, candidate): one warm-up each, then `runs` alternated.
+        A query faster than `min_sample_s` is repeated within each sample (the mean counts),
+        so a millisecond query is not judged on a few scheduler ticks."""
+        warm = max(self.run_seconds(original, timeout_s), self.run_seconds(candidate, timeout_s))
+        reps = max(1, min(100, math.ceil(min_sample_s / max(warm, 1e-4))))
         a, b = [], []
         for _ in range(runs):
-            a.append(self.run_seconds(original, timeout_s))
-            b.append(self.run_seconds(candidate, timeout_s))
+            a.append(sum(self.run_seconds(original, timeout_s) for _ in range(reps)) / reps)
+            b.append(sum(self.run_seconds(candidate, timeout_s) for _ in range(reps)) / reps)
         return statistics.median(a), statistics.median(b)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import statistics
 from dataclasses import asdict, dataclass, field
 
 import sqlglot
@@ -61,7 +62,7 @@ class RewriteResult:
     accepted: bool
     source: str | None
     speedup: float | None
-    original_s: float
+    original_s: float              # the original's median time (its first run if none was timed)
     rows: int
     candidates: list[CandidateReport]
 
@@ -158,10 +159,12 @@ class Rewriter:
             if r is not best:
                 r.verdict, r.reason = "slower", f"verified, but {best.source} is faster"
         reports.sort(key=lambda r: r is not best)
+        timed = [r.original_s for r in reports if r.original_s]
+        original_s = best.original_s if best else (statistics.median(timed) if timed
+                                                   else expected.seconds)
         return RewriteResult(sql, best.sql if best else sql, best is not None,
                              best.source if best else None, best.speedup if best else None,
-                             best.original_s if best else expected.seconds, len(expected.rows),
-                             reports)
+                             original_s, len(expected.rows), reports)
 
 
 class _Verification:
