@@ -35,7 +35,8 @@ def add_sql_commands(subparsers) -> None:
     rw.add_argument("--no-sqlglot", action="store_true", help="leave out sqlglot's optimizer")
     rw.add_argument("--llm-samples", type=int, default=1, help="answers per LLM prompt (default 1)")
     rw.add_argument("--llm-max-tokens", type=int, default=512, help="tokens per LLM answer (default 512)")
-    rw.add_argument("--mcts-iterations", type=int, default=12, help="tree search iterations (with --model)")
+    rw.add_argument("--mcts-iterations", type=int, default=8,
+                    help="tree search iterations over rule (and, with --model, LLM) steps; 0: off")
     rw.add_argument("--report", default="sql_rewrite_report", help="batch report folder (default ./sql_rewrite_report)")
     rw.add_argument("--cache-dir", help="where perturbed copies and statistics are cached (default: temp dir)")
     rw.set_defaults(func=cmd_rewrite)
@@ -88,6 +89,7 @@ def build_generators(args, engine=None) -> list:
         gens.append(SqlglotGenerator())
     if engine is not None:
         gens.append(LLMGenerator(engine, samples=args.llm_samples, max_tokens=args.llm_max_tokens))
+    if args.mcts_iterations > 0:  # without an engine the search composes rules only
         gens.append(MCTSGenerator(engine, iterations=args.mcts_iterations,
                                   max_tokens=args.llm_max_tokens))
     return gens

@@ -44,7 +44,9 @@ def test_json_output_and_stdin(env, capsys, monkeypatch):
     data = json.loads(capsys.readouterr().out)
     assert data["accepted"] is False and data["chosen"] == QUERY and data["rows"] == 5
     assert {c["source"] for c in data["candidates"]} >= {"rule:distinct_redundant", "sqlglot"}
-    assert all("not fast enough" in c["reason"] for c in data["candidates"])
+    # every candidate lost on speed (or was a repeat of one that did)
+    assert all("not fast enough" in c["reason"] or c["reason"].startswith("same as")
+               for c in data["candidates"]), data["candidates"]
 
 
 def test_batch_writes_csv_json_and_html(env, capsys, tmp_path):
@@ -104,7 +106,7 @@ def test_llm_path_on_the_tiny_dummy_weight_model(env, capsys, tmp_path):
 
     model = build_tiny_model(tmp_path / "tiny")
     code = run(env, str(env[2]), "--json", "--model", str(model), "--dummy-weights",
-               "--llm-max-tokens", "48", "--mcts-iterations", "3", "--min-speedup", "1000")
+               "--llm-max-tokens", "32", "--mcts-iterations", "2", "--min-speedup", "1000")
     assert code == 0
     # the JSON is the last line (vLLM, when imported earlier in this process, may log to stdout)
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
