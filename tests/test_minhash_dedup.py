@@ -88,6 +88,9 @@ def test_keep_rules_and_cluster_column(ray_session):
     assert out["dup_of"].to_pylist() == [2, 0]  # the cluster is named by its lowest id
     assert "__keep_score__" not in out.column_names and "__minhash__" not in out.column_names
 
+    out, _ = run_dedup(texts, {"drop": False, "cluster_column": "dup_of"})
+    assert out["__id__"].to_pylist() == [0, 1, 2, 3] and out["dup_of"].to_pylist() == [0, 0, 2, 0]
+
 
 def test_no_duplicates_returns_every_row(ray_session):
     texts = [" ".join(words(100)) for _ in range(6)] + ["", None]

@@ -54,6 +54,8 @@ class document_minhash_deduplicator(Deduplicator):
     cluster_column: Optional[str] = param(None, doc="if set, add this column: the lowest __id__ of "
                                                     "the document's duplicate cluster (its own id when "
                                                     "it has no duplicates)")
+    drop: bool = param(True, doc="drop the duplicates; false keeps every row, to inspect the clusters "
+                                 "through cluster_column before deleting anything")
     report_clusters: int = param(5, ge=0, doc="duplicate clusters sampled into the run's HTML report")
 
     def setup(self) -> None:
@@ -135,7 +137,7 @@ class document_minhash_deduplicator(Deduplicator):
 
     def _finish(self, ds, members: SortedTable | None):
         return ds.map_batches(_drop_duplicates, batch_size=None, batch_format="pyarrow", fn_kwargs={
-            "members": members, "cluster_column": self.cluster_column})
+            "members": members, "cluster_column": self.cluster_column, "drop": self.drop})
 
     def _sample_html(self, ds, members) -> str:
         import ray
@@ -221,17 +223,19 @@ def _clusters(components: pa.Table, table: SortedTable, scored: bool) -> pa.Tabl
     return members.sort_by(ID_COLUMN)  # blocks sorted by id serve lookups
 
 
-def _drop_duplicates(table: pa.Table, members: SortedTable | None, cluster_column: str | None) -> pa.Table:
+def _drop_duplicates(table: pa.Table, members: SortedTable | None, cluster_column: str | None,
+                     drop: bool) -> pa.Table:
     ids = table.column(ID_COLUMN).to_numpy()
     cluster = ids.copy()
     if members is not None:
         found, rows = members.lookup(ids, ["cluster", "keep"])
         if rows is not None:
             cluster[found] = rows["cluster"].to_numpy()
-            drop = np.zeros(len(ids), dtype=bool)
-            drop[found] = ~rows["keep"].to_numpy(zero_copy_only=False)
-            table = table.filter(pa.array(~drop))
-            cluster = cluster[~drop]
+            if drop:
+                duplicate = np.zeros(len(ids), dtype=bool)
+                duplicate[found] = ~rows["keep"].to_numpy(zero_copy_only=False)
+                table = table.filter(pa.array(~duplicate))
+                cluster = cluster[~duplicate]
     table = table.drop_columns([c for c in (SIGNATURE_COLUMN, SCORE_COLUMN) if c in table.column_names])
     if cluster_column:
         table = table.append_column(cluster_column, pa.array(cluster, pa.int64()))
