@@ -75,17 +75,19 @@ def format_summary(summary: dict) -> str:
 
 def svg_histogram(before: np.ndarray, after: np.ndarray | None, width: int = 520, height: int = 170) -> str:
     """Overlaid histograms (before filtering in grey, kept rows in blue) as inline SVG."""
+    # The 0.5-99.5 percentile range: a few extreme values would squeeze everything else
+    # into one bar; they are counted in the edge bars instead.
     values = before if after is None or not len(after) else np.concatenate([before, after])
-    lo, hi = float(np.min(values)), float(np.max(values))
+    lo, hi = (float(x) for x in np.percentile(values, [0.5, 99.5]))
     if hi <= lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, HIST_BINS + 1)
     series = [(before, "#b8b8b8")] + ([(after, "#3b7dd8")] if after is not None and len(after) else [])
-    top = max(np.histogram(v, edges)[0].max() for v, _ in series) or 1
+    series = [(np.histogram(np.clip(v, lo, hi), edges)[0], color) for v, color in series]
+    top = max(counts.max() for counts, _ in series) or 1
     bar_w = (width - 40) / HIST_BINS
     parts = [f'<svg width="{width}" height="{height + 20}" xmlns="http://www.w3.org/2000/svg">']
-    for v, color in series:
-        counts, _ = np.histogram(v, edges)
+    for counts, color in series:
         for i, c in enumerate(counts):
             h = (height - 10) * c / top
             parts.append(f'<rect x="{30 + i * bar_w:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" '
@@ -106,7 +108,7 @@ def svg_bars(labels: list[str], values: list[float], unit: str = "", width: int 
         w = (width - 260) * v / top
         parts.append(f'<text x="0" y="{i * row + 13}" font-size="11">{html.escape(str(label))[:32]}</text>'
                      f'<rect x="180" y="{i * row + 3}" width="{w:.1f}" height="{row - 5}" fill="#3b7dd8"/>'
-                     f'<text x="{184 + w:.1f}" y="{i * row + 13}" font-size="11">{v:,.4g}{unit}</text>')
+                     f'<text x="{184 + w:.1f}" y="{i * row + 13}" font-size="11">{v:,.0f}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
