@@ -257,11 +257,7 @@ def load_builtin_operators() -> None:
     import importlib
 
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+        importlib.import_module(module)
 
 
 BUILTIN_MODULES = [
