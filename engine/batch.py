@@ -25,6 +25,7 @@ class BatchReport:
     max_reusable_tokens: int      # what a perfect prefix cache could have served
     output_tokens: int
     seconds: float
+    plan_seconds: float           # of `seconds`: tokenizing and planning, before vLLM runs
     groups: int
     waves: int
 
@@ -94,6 +95,7 @@ class BatchEngine:
             plan = plan_batch(run_ids, max_new, self.config.block_size, self.backend.kv_cache_tokens)
             waves = [[runnable[j] for j in wave] for wave in plan.waves]
             groups = len(plan.groups)
+        planned = time.perf_counter()
 
         for wave in waves:
             done = self.backend.run([token_ids[i] for i in wave], [params[i] for i in wave])
@@ -106,7 +108,8 @@ class BatchEngine:
             prompt_tokens=sum(c.prompt_tokens for c in ran),
             cached_tokens=sum(c.cached_tokens for c in ran),
             max_reusable_tokens=reusable, output_tokens=sum(c.output_tokens for c in ran),
-            seconds=time.perf_counter() - start, groups=groups, waves=len(waves)))
+            seconds=time.perf_counter() - start, plan_seconds=planned - start,
+            groups=groups, waves=len(waves)))
         return results
 
     def close(self) -> None:

@@ -1,11 +1,12 @@
 """LLM operators: generate, score, filter and classify rows with the embedded vLLM engine.
 
 Each is a whole-dataset stage:
-1. a `map_batches` renders the jinja2 prompt of every row and derives a routing bucket from the
+1. a `map_batches` renders the jinja2 prompt of every row and derives a routing key from the
    first `prefix_key_chars` characters of the rendered prompt;
-2. `groupby(bucket).map_groups` on an actor pool hands each bucket, whole, to one engine actor,
-   so rows that share a prompt prefix meet in one batch on one engine wherever they sat in the
-   dataset, and the engine's prefix planner prefills their prefix once (global grouping);
+2. a hash repartition on that key makes `num_actors * buckets_per_actor` buckets, each holding
+   every row of its keys; an actor pool takes each bucket, whole, as one batch on one engine,
+   so rows that share a prompt prefix meet wherever they sat in the dataset, and the engine's
+   prefix planner prefills their prefix once (global grouping);
 3. each actor loads one engine in its constructor and keeps it for all its buckets.
 
 A row the engine cannot take (a template field the row lacks, an empty prompt, a prompt longer
@@ -115,7 +116,6 @@ class LLMOperator(Operator):
         # Per-row Python: jinja2 renders one row at a time. It costs microseconds per row,
         # against milliseconds per row of generation.
         prompts, routes, reasons = [], [], []
-        buckets = self.num_actors * self.buckets_per_actor
         extra = self.template_vars()
         for row in table.to_pylist():
             fields = {k: v for k, v in row.items() if v is not None}   # a null field is missing
@@ -126,9 +126,9 @@ class LLMOperator(Operator):
                 text, reason = "", f"prompt template: {e.message} (missing or null in this row)"
             prompts.append(text)
             reasons.append(reason)
-            routes.append(zlib.crc32(text[:self.prefix_key_chars].encode()) % buckets)
+            routes.append(zlib.crc32(text[:self.prefix_key_chars].encode()))
         table = table.append_column(PROMPT_COLUMN, pa.array(prompts, pa.string()))
-        table = table.append_column(ROUTE_COLUMN, pa.array(routes, pa.int32()))
+        table = table.append_column(ROUTE_COLUMN, pa.array(routes, pa.int64()))
         rejected = pa.array([r is not None for r in reasons])
         return self.reject(table, rejected, pa.array(reasons, pa.string()))
 
@@ -163,9 +163,13 @@ class LLMOperator(Operator):
     def apply(self, ds, ctx):
         import ray
 
-        buckets = ds.map_batches(self.render, batch_format="pyarrow")
-        return buckets.groupby(ROUTE_COLUMN).map_groups(
-            EngineActor, fn_constructor_args=(self,), batch_format="pyarrow",
+        # Hash-partition by prefix key: every bucket holds all rows of its keys. Materialized
+        # before the actor pool starts, since its actors may hold every CPU of the cluster.
+        buckets = (ds.map_batches(self.render, batch_format="pyarrow")
+                   .repartition(self.num_actors * self.buckets_per_actor, keys=[ROUTE_COLUMN])
+                   .materialize())
+        return buckets.map_batches(
+            EngineActor, fn_constructor_args=(self,), batch_format="pyarrow", batch_size=None,
             compute=ray.data.ActorPoolStrategy(size=self.num_actors),
             num_gpus=self.num_gpus_per_actor or None,
             # On CPU, vLLM pins its threads to cores by default; engines sharing a node would
