@@ -123,15 +123,6 @@ def test_repetition_on_many_rows_matches_reference():
     check(stats["word_rep_ratio_3"], per_text(lambda t: ref_word_rep(t, 3), texts))
 
 
-def test_character_repetition_in_row_groups(monkeypatch):
-    from sluice.operators.text import filters
-
-    monkeypatch.setattr(filters, "_CHARS_PER_GROUP", 1000)  # many groups, some rows larger
-    texts = ["", None, ""] + CORPUS
-    stats, _, _ = stats_of("character_repetition_filter", texts, rep_len=3)
-    check(stats["char_rep_ratio_3"], per_text(lambda t: ref_char_rep(t, 3), texts))
-
-
 def test_character_ratios_match_python():
     def share(test):
         return lambda t: sum(map(test, t)) / len(t) if t else 0.0

@@ -16,7 +16,7 @@ from sluice.operators.base import Filter, ParamError, in_range, param, register
 from sluice.operators.expression import compile_expression
 from sluice.operators.text.language import language_identifier
 from sluice.operators.text.words import (char_class, codepoints, count_per_row, load_word_list,
-                                         ngram_counts, prefix_counts, ratio, refined_words, text_array,
+                                         ngram_repetition, prefix_counts, ratio, refined_words, text_array,
                                          with_nulls, word_ids)
 
 
@@ -147,35 +147,6 @@ class digit_ratio_filter(TextFilter):
         return in_range(self.stat(table, "digit_ratio"), self.min_ratio, self.max_ratio)
 
 
-# A batch of more characters than this is split into groups of rows for the n-gram sort,
-# which bounds its memory (tens of bytes per character) on large batches.
-_CHARS_PER_GROUP = 1 << 22
-
-
-def _row_groups(offsets: np.ndarray):
-    """Consecutive row ranges [a, b) of about _CHARS_PER_GROUP characters each."""
-    bounds = np.searchsorted(offsets, np.arange(0, offsets[-1], _CHARS_PER_GROUP), side="right") - 1
-    bounds = np.unique(np.concatenate(([0], bounds, [len(offsets) - 1])))
-    return zip(bounds[:-1], bounds[1:])
-
-
-def top_ngram_share(counts, rows: int) -> np.ndarray:
-    """Data-Juicer's character repetition ratio per row from its distinct n-gram counts:
-    the sum of the k largest counts divided by the number of n-grams, where
-    k = min(floor(sqrt(#distinct n-grams)), #n-grams occurring more than once)."""
-    distinct = np.bincount(counts.row, minlength=rows)
-    repeated = counts.count > 1
-    k = np.minimum(np.floor(np.sqrt(distinct)).astype(np.int64),
-                   np.bincount(counts.row[repeated], minlength=rows))
-    row, count = counts.row[repeated], counts.count[repeated]
-    order = np.lexsort((-count, row))
-    row, count = row[order], count[order]
-    rank = np.arange(len(row)) - np.searchsorted(row, row, side="left")
-    top = rank < k[row]
-    top_sum = np.bincount(row[top], weights=count[top], minlength=rows)
-    return ratio(top_sum, counts.totals)
-
-
 @register
 class character_repetition_filter(TextFilter):
     """Keeps rows whose character n-gram repetition ratio (Data-Juicer's definition: the
@@ -192,11 +163,7 @@ class character_repetition_filter(TextFilter):
 
     def text_stats(self, text):
         cps, offsets = codepoints(text)
-        values = np.zeros(len(text), dtype=np.float64)
-        for a, b in _row_groups(offsets):
-            group = offsets[a:b + 1]
-            counts = ngram_counts(cps[group[0]:group[-1]], group - group[0], self.rep_len)
-            values[a:b] = top_ngram_share(counts, b - a)
+        values = ngram_repetition(cps, offsets, self.rep_len, top=True)
         return {self.stat_names[0]: with_nulls(values, text)}
 
     def keep(self, table):
@@ -224,11 +191,8 @@ class word_repetition_filter(TextFilter):
 
     def text_stats(self, text):
         words = refined_words(text)
-        counts = ngram_counts(word_ids(words), words.offsets, self.rep_len)
-        repeated = counts.count > 1
-        repeated_sum = np.bincount(counts.row[repeated], weights=counts.count[repeated],
-                                   minlength=len(text))
-        return {self.stat_names[0]: with_nulls(ratio(repeated_sum, counts.totals), text)}
+        values = ngram_repetition(word_ids(words), words.offsets, self.rep_len, top=False)
+        return {self.stat_names[0]: with_nulls(values, text)}
 
     def keep(self, table):
         return in_range(self.stat(table, self.stat_names[0]), self.min_ratio, self.max_ratio)

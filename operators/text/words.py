@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -167,84 +168,94 @@ def word_ids(words: Words) -> np.ndarray:
 
 # ---- n-grams ----
 
-_HASH_BASE = 0x9E3779B97F4A7C15  # odd: multiplying by it modulo 2**64 loses no information
+@numba.njit(inline="always")
+def _mix(h):
+    """Spread a polynomial hash's information into its high bits (splitmix64's finalizer)."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
-def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
-    """Polynomial hash (mod 2**64) of every window of `n` consecutive tokens.
+@numba.njit(cache=True, nogil=True)
+def _repetition(tokens, offsets, n, top):
+    """Per row, the share of its n-grams that repeat (see `ngram_repetition`).
 
-    Windows are built by doubling (hashes of 1, 2, 4, ... tokens), so the cost is O(log n)
-    passes over the array rather than n."""
-    total = len(tokens)
-    if total < n:
-        return np.zeros(0, dtype=np.uint64)
-    block = tokens.astype(np.uint64) + np.uint64(1)
-    size, result, result_size = 1, None, 0
-    with np.errstate(over="ignore"):
-        while True:
-            if n & size:
-                if result is None:
-                    result, result_size = block, size
-                else:
-                    keep = total - result_size - size + 1
-                    shift = np.uint64(pow(_HASH_BASE, size, 1 << 64))
-                    result = result[:keep] * shift + block[result_size:result_size + keep]
-                    result_size += size
-            if size * 2 > n:
-                break
-            keep = total - 2 * size + 1
-            shift = np.uint64(pow(_HASH_BASE, size, 1 << 64))
-            block = block[:keep] * shift + block[size:size + keep]
-            size *= 2
-    return result[:total - n + 1]
-
-
-def _row_tails(offsets: np.ndarray, n: int, limit: int) -> np.ndarray:
-    """Positions below `limit` where a window of n tokens would run past its row's end."""
-    begin = np.maximum(offsets[:-1], offsets[1:] - n + 1)
-    sizes = offsets[1:] - begin
-    positions = np.arange(int(sizes.sum())) + np.repeat(begin - (np.cumsum(sizes) - sizes), sizes)
-    return positions[positions < limit]
-
-
-@dataclass
-class NgramCounts:
-    """Distinct n-grams per row: `row[g]` and `count[g]` for each distinct n-gram g, and the
-    number of n-grams (with repeats) in each row."""
-
-    row: np.ndarray
-    count: np.ndarray
-    totals: np.ndarray
-
-
-def ngram_counts(tokens: np.ndarray, offsets: np.ndarray, n: int) -> NgramCounts:
-    """Count the n-grams of tokens within each row (n-grams never cross rows).
-
-    n-grams are compared by a 64-bit polynomial hash. A sort key holds the hash's low bits
-    shifted up and the row number in the bits freed (the low bits of a polynomial hash mod
-    2**64 depend on every token; its high bits would not separate n-grams that differ in the
-    last token). Sorting puts equal (n-gram, row) pairs side by side. With at least 44 hash
-    bits (up to 2**20 rows) two different n-grams of one document of m n-grams collide with
-    probability about m**2 / 2**45: negligible for the ratios built on these counts."""
+    Each row's n-grams go into an open-addressing hash table sized for that row (a rolling
+    polynomial hash finds the slot; equal hashes are confirmed token by token, so counts are
+    exact). Slots are claimed with the row number, so the table is never cleared."""
     rows = len(offsets) - 1
-    lengths = np.diff(offsets)
-    windows = np.maximum(lengths - n + 1, 0)
-    total = int(windows.sum())
-    if total == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return NgramCounts(empty, empty, windows)
-    row_bits = max(1, int(rows).bit_length())
-    keys = window_hashes(tokens, n) << np.uint64(row_bits)
-    keys |= np.repeat(np.arange(rows, dtype=np.uint64), lengths)[:len(keys)]
-    # Windows running past the end of their row get a key no real n-gram has (a real key's
-    # row part is at most rows - 1 < 2**row_bits - 1): they sort last and are cut off.
-    keys[_row_tails(offsets, n, len(keys))] = np.uint64((1 << 64) - 1)
-    keys.sort()
-    keys = keys[:total]
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-    count = np.diff(np.append(starts, len(keys)))
-    row = (keys[starts] & np.uint64((1 << row_bits) - 1)).astype(np.int64)
-    return NgramCounts(row, count, windows)
+    out = np.zeros(rows, dtype=np.float64)
+    longest = 0
+    for r in range(rows):
+        longest = max(longest, offsets[r + 1] - offsets[r] - n + 1)
+    capacity = 1
+    while capacity < 2 * longest:
+        capacity *= 2
+    owner = np.full(capacity, -1, dtype=np.int64)
+    slot_hash = np.empty(capacity, dtype=np.uint64)
+    first = np.empty(capacity, dtype=np.int64)     # start of the n-gram's first occurrence
+    count = np.empty(capacity, dtype=np.int64)
+    used = np.empty(max(longest, 0), dtype=np.int64)
+    base = np.uint64(0x9E3779B97F4A7C15)
+    drop = np.uint64(1)                            # base ** (n - 1): weight of the oldest token
+    for _ in range(n - 1):
+        drop *= base
+    for r in range(rows):
+        begin, windows = offsets[r], offsets[r + 1] - offsets[r] - n + 1
+        if windows <= 0:
+            continue
+        size = 1
+        while size < 2 * windows:
+            size *= 2
+        mask = np.uint64(size - 1)
+        h = np.uint64(0)
+        for j in range(begin, begin + n - 1):
+            h = h * base + np.uint64(tokens[j]) + np.uint64(1)
+        distinct = 0
+        for i in range(begin, begin + windows):
+            h = h * base + np.uint64(tokens[i + n - 1]) + np.uint64(1)
+            slot = _mix(h) & mask
+            while True:
+                if owner[slot] != r:
+                    owner[slot], slot_hash[slot], first[slot], count[slot] = r, h, i, 1
+                    used[distinct] = slot
+                    distinct += 1
+                    break
+                if slot_hash[slot] == h:
+                    other, same = first[slot], True
+                    for k in range(n):
+                        if tokens[other + k] != tokens[i + k]:
+                            same = False
+                            break
+                    if same:
+                        count[slot] += 1
+                        break
+                slot = (slot + np.uint64(1)) & mask
+            h -= (np.uint64(tokens[i]) + np.uint64(1)) * drop
+        repeated = np.empty(distinct, dtype=np.int64)
+        m = 0
+        for u in range(distinct):
+            c = count[used[u]]
+            if c > 1:
+                repeated[m] = c
+                m += 1
+        if top:
+            k = min(int(np.sqrt(distinct)), m)
+            shown = np.sort(repeated[:m])[m - k:].sum() if k else 0
+        else:
+            shown = repeated[:m].sum()
+        out[r] = shown / windows
+    return out
+
+
+def ngram_repetition(tokens: np.ndarray, offsets: np.ndarray, n: int, top: bool) -> np.ndarray:
+    """Data-Juicer's repetition ratios of the n-grams of tokens within each row (n-grams never
+    cross rows), 0.0 for rows of fewer than n tokens.
+
+    `top=False`: the share of n-grams that occur more than once (word repetition).
+    `top=True`: the share taken by the k most frequent n-grams, with k = min(floor(sqrt(number
+    of distinct n-grams)), number of n-grams occurring more than once) (character repetition)."""
+    return _repetition(tokens, offsets.astype(np.int64), n, top)
 
 
 # ---- word lists ----
