@@ -1,4 +1,5 @@
-"""Benchmark of `sluice sql rewrite` on TPC-H SF1 (22 queries) and DSB on TPC-DS SF1.
+"""Benchmark of `sluice sql rewrite` on TPC-H SF1 (22 queries), DSB on TPC-DS SF1, and our own
+set of TPC-H queries with the redundancies generated SQL tends to carry (benchmarks/queries/).
 
 For every query: the candidates tried, the verdict and the speedup; then per suite the count
 of productive rewrites (>= --min-speedup) and their geometric-mean speedup, a confirmation
@@ -8,6 +9,7 @@ as a baseline, measured in the same run against the same original timings.
 Build the data first (offline, a few minutes): .venv/bin/python benchmarks/make_tpc_data.py
     .venv/bin/python benchmarks/bench_sql_rewrite.py --suite tpch
     .venv/bin/python benchmarks/bench_sql_rewrite.py --suite dsb --dsb-per-template 1
+    .venv/bin/python benchmarks/bench_sql_rewrite.py --suite redundant
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ DATA = ROOT / "benchmarks" / "data"
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def tpch_queries(folder: Path) -> list[tuple[str, str]]:
-    return [(f.stem, f.read_text()) for f in sorted(folder.glob("q*.sql"))]
+def sql_files(folder: Path) -> list[tuple[str, str]]:
+    return [(f.stem, f.read_text()) for f in sorted(folder.glob("*.sql"))]
 
 
 def dsb_queries(path: Path, per_template: int) -> list[tuple[str, str]]:
@@ -128,10 +130,11 @@ def run_suite(name: str, db: Path, queries, args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", choices=["tpch", "dsb", "all"], default="all")
+    ap.add_argument("--suite", choices=["tpch", "dsb", "redundant", "all"], default="all")
     ap.add_argument("--tpch-db", type=Path, default=DATA / "tpch_sf1.duckdb")
     ap.add_argument("--tpcds-db", type=Path, default=DATA / "tpcds_sf1.duckdb")
     ap.add_argument("--tpch-queries", type=Path, default=SHARED / "tpch")
+    ap.add_argument("--redundant-queries", type=Path, default=ROOT / "benchmarks" / "queries" / "tpch_redundant")
     ap.add_argument("--dsb-csv", type=Path, default=SHARED / "dsb" / "queries_dsb_train.csv")
     ap.add_argument("--dsb-per-template", type=int, default=1)
     ap.add_argument("--limit", type=int, help="first N queries of each suite")
@@ -143,9 +146,11 @@ def main() -> int:
     args = ap.parse_args()
     suites = []
     if args.suite in ("tpch", "all"):
-        suites.append(("TPC-H SF1", args.tpch_db, tpch_queries(args.tpch_queries)))
+        suites.append(("TPC-H SF1", args.tpch_db, sql_files(args.tpch_queries)))
     if args.suite in ("dsb", "all"):
         suites.append(("DSB on TPC-DS SF1", args.tpcds_db, dsb_queries(args.dsb_csv, args.dsb_per_template)))
+    if args.suite in ("redundant", "all"):
+        suites.append(("Redundant SQL on TPC-H SF1", args.tpch_db, sql_files(args.redundant_queries)))
     for _, db, _ in suites:
         if not db.is_file():
             print(f"{db}: missing; build it with benchmarks/make_tpc_data.py", file=sys.stderr)
