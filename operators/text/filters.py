@@ -17,7 +17,7 @@ from sluice.operators.expression import compile_expression
 from sluice.operators.text.language import language_identifier
 from sluice.operators.text.words import (char_class, codepoints, count_per_row, load_word_list,
                                          ngram_repetition, prefix_counts, ratio, refined_words, text_array,
-                                         with_nulls, word_ids)
+                                         with_nulls)
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)
@@ -191,7 +191,7 @@ class word_repetition_filter(TextFilter):
 
     def text_stats(self, text):
         words = refined_words(text)
-        values = ngram_repetition(word_ids(words), words.offsets, self.rep_len, top=False)
+        values = ngram_repetition(words.ids, words.offsets, self.rep_len, top=False)
         return {self.stat_names[0]: with_nulls(values, text)}
 
     def keep(self, table):
@@ -206,11 +206,11 @@ def _word_list_stat(base: str, lang: str, directory: str, words: frozenset[str])
     return name
 
 
-def _listed_share(text: pa.Array, words: frozenset[str]) -> pa.Array:
-    """Share of each row's refined words that are in `words`."""
+def _listed_share(text: pa.Array, words: pa.Array) -> pa.Array:
+    """Share of each row's refined words that are in `words` (a large_string array)."""
     refined = refined_words(text)
-    listed = pc.is_in(refined.values, value_set=pa.array(sorted(words), pa.string()))
-    hits = count_per_row(listed.to_numpy(zero_copy_only=False), refined.offsets)
+    listed = pc.is_in(refined.vocab, value_set=words).to_numpy(zero_copy_only=False)
+    hits = count_per_row(listed[refined.ids], refined.offsets)
     return with_nulls(ratio(hits, refined.counts), text)
 
 
@@ -231,13 +231,14 @@ class WordListFilter(TextFilter):
         except (OSError, ValueError) as e:
             raise ParamError(self.name, "lang", str(e)) from None
         self.stat_name = _word_list_stat(self.list_name + "_ratio", self.lang, directory, self.words)
+        self.word_array = pa.array(sorted(self.words), pa.large_string())
 
     @property
     def stat_names(self):
         return (self.stat_name,)
 
     def text_stats(self, text):
-        return {self.stat_name: _listed_share(text, self.words)}
+        return {self.stat_name: _listed_share(text, self.word_array)}
 
 
 @register

@@ -136,37 +136,24 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 # ---- words ----
 
+@functools.lru_cache(maxsize=None)
+def lowercase() -> np.ndarray:
+    """Code point -> code point of its lowercase (Python's `str.lower`). U+0130 (İ), the one
+    character whose lowercase is two characters, maps to 'i' as in Arrow's `utf8_lower`."""
+    everything = "".join(map(chr, range(MAX_CODEPOINT))).replace("\u0130", "I").lower()
+    return np.frombuffer(everything.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 @dataclass
 class Words:
     """A batch's words after Data-Juicer's refinement: split on ' ', '\\n' and '\\t', lowercased,
     special characters stripped from both ends, empty words dropped."""
 
-    values: pa.Array        # the words of all rows, row after row
+    ids: np.ndarray         # the words of all rows, row after row, as indices into `vocab`
+    vocab: pa.Array         # the distinct words of the batch
     counts: np.ndarray      # number of words per row
-    offsets: np.ndarray     # row i's words are values[offsets[i]:offsets[i+1]]
+    offsets: np.ndarray     # row i's words are ids[offsets[i]:offsets[i+1]]
 
-
-@last_batch
-def refined_words(arr: pa.Array) -> Words:
-    """Split `arr` into refined words (see `Words`)."""
-    spaced = pc.replace_substring(pc.replace_substring(arr, "\n", " "), "\t", " ")
-    lists = pc.split_pattern(spaced, " ")
-    flat = pc.utf8_trim(pc.utf8_lower(lists.flatten()), characters=special_characters())
-    nonempty = pc.greater(pc.binary_length(flat), 0)
-    parents = pc.filter(pc.list_parent_indices(lists), nonempty).to_numpy()
-    counts = np.bincount(parents, minlength=len(arr)).astype(np.int64)
-    offsets = np.zeros(len(arr) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return Words(pc.filter(flat, nonempty), counts, offsets)
-
-
-def word_ids(words: Words) -> np.ndarray:
-    """Each word as an integer: equal words get equal ids within the batch."""
-    encoded = pc.dictionary_encode(words.values)
-    return encoded.indices.to_numpy().astype(np.uint64)
-
-
-# ---- n-grams ----
 
 @numba.njit(inline="always")
 def _mix(h):
@@ -174,6 +161,155 @@ def _mix(h):
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return h ^ (h >> np.uint64(31))
+
+
+@numba.njit(inline="always")
+def _same_word(cps, a, b, length, lower):
+    for k in range(length):
+        if lower[cps[a + k]] != lower[cps[b + k]]:
+            return False
+    return True
+
+
+# One slot of the distinct-word hash table: the word's id and hash, and where its first
+# occurrence lies in the code points (one record per slot: one cache miss per probe).
+_WORD_SLOT = np.dtype([("id", np.int64), ("hash", np.uint64), ("start", np.int64), ("length", np.int64)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _word_table(size, old):
+    """An empty table of `size` slots (a power of two) holding the entries of `old`."""
+    table = np.empty(size, dtype=_WORD_SLOT)
+    for slot in range(size):
+        table[slot].id = -1
+    mask = np.uint64(size - 1)
+    for entry in old:
+        if entry.id >= 0:
+            slot = entry.hash & mask
+            while table[slot].id >= 0:
+                slot = (slot + np.uint64(1)) & mask
+            table[slot] = entry
+    return table
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_words(cps, offsets, lower, special, table, row, ids, counts, distinct, words):
+    """Split rows row, row+1, ... into refined words (see `Words`) and look each up in `table`
+    (open addressing; equal hashes confirmed character by character), adding new ones. Stops
+    before a row that could fill the table more than half; returns (that row, distinct words,
+    words so far)."""
+    mask = np.uint64(len(table) - 1)
+    base = np.uint64(0x9E3779B97F4A7C15)
+    while row < len(offsets) - 1:
+        i, end_of_row = offsets[row], offsets[row + 1]
+        if 2 * (distinct + (end_of_row - i + 1) // 2) > len(table):
+            break
+        while i < end_of_row:
+            while i < end_of_row and (cps[i] == 32 or cps[i] == 10 or cps[i] == 9):
+                i += 1
+            begin = i
+            while i < end_of_row and not (cps[i] == 32 or cps[i] == 10 or cps[i] == 9):
+                i += 1
+            a, b = begin, i
+            while a < b and special[lower[cps[a]]]:
+                a += 1
+            while b > a and special[lower[cps[b - 1]]]:
+                b -= 1
+            if a == b:
+                continue
+            h = np.uint64(0)
+            for j in range(a, b):
+                h = h * base + np.uint64(lower[cps[j]])
+            h = _mix(h)
+            slot = h & mask
+            while True:
+                entry = table[slot]
+                if entry.id < 0:
+                    entry.id, entry.hash, entry.start, entry.length = distinct, h, a, b - a
+                    distinct += 1
+                    break
+                if entry.hash == h and entry.length == b - a and _same_word(cps, entry.start, a, b - a, lower):
+                    break
+                slot = (slot + np.uint64(1)) & mask
+            ids[words] = entry.id
+            words += 1
+            counts[row] += 1
+        row += 1
+    return row, distinct, words
+
+
+def _split_words(cps, offsets, lower, special):
+    """Per word its distinct word's id, per row the word count, and the first occurrences
+    (start, length in `cps`) of the distinct words in id order."""
+    rows = len(offsets) - 1
+    ids = np.empty((len(cps) + rows) // 2 + 1, dtype=np.int32)
+    counts = np.zeros(rows, dtype=np.int64)
+    table = _word_table(1024, np.empty(0, dtype=_WORD_SLOT))
+    row = distinct = words = 0
+    while True:
+        row, distinct, words = _add_words(cps, offsets, lower, special, table, row, ids, counts,
+                                          distinct, words)
+        if row == rows:
+            break
+        table = _word_table(2 * len(table), table)
+    entries = table[table["id"] >= 0]
+    entries = entries[np.argsort(entries["id"])]
+    return ids[:words], counts, entries["start"].copy(), entries["length"].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _utf8(cps, starts, lengths, lower):
+    """The lowercase characters of cps[starts[i]:starts[i]+lengths[i]] for every i, as UTF-8
+    bytes and int64 offsets (an Arrow large_string array's buffers)."""
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    data = np.empty(4 * lengths.sum(), dtype=np.uint8)
+    size = 0
+    for i in range(len(starts)):
+        for j in range(starts[i], starts[i] + lengths[i]):
+            c = lower[cps[j]]
+            if c < 0x80:
+                data[size] = c
+                size += 1
+            elif c < 0x800:
+                data[size], data[size + 1] = 0xC0 | (c >> 6), 0x80 | (c & 0x3F)
+                size += 2
+            elif c < 0x10000:
+                data[size], data[size + 1] = 0xE0 | (c >> 12), 0x80 | ((c >> 6) & 0x3F)
+                data[size + 2] = 0x80 | (c & 0x3F)
+                size += 3
+            else:
+                data[size], data[size + 1] = 0xF0 | (c >> 18), 0x80 | ((c >> 12) & 0x3F)
+                data[size + 2], data[size + 3] = 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)
+                size += 4
+        offsets[i + 1] = size
+    return data[:size], offsets
+
+
+@last_batch
+def refined_words(arr: pa.Array) -> Words:
+    """Split `arr` into refined words (see `Words`)."""
+    cps, char_offsets = codepoints(arr)
+    lower = lowercase()
+    ids, counts, starts, lengths = _split_words(cps, char_offsets, lower, char_class("special"))
+    data, vocab_offsets = _utf8(cps, starts, lengths, lower)
+    vocab = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(vocab_offsets), pa.py_buffer(data))
+    offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return Words(ids, vocab, counts, offsets)
+
+
+# ---- n-grams ----
+
+# One slot of a row's n-gram hash table; `row` marks the slots the current row has claimed.
+_NGRAM_SLOT = np.dtype([("row", np.int64), ("hash", np.uint64), ("first", np.int64), ("count", np.int64)])
+
+
+@numba.njit(inline="always")
+def _same_tokens(tokens, a, b, n):
+    for k in range(n):
+        if tokens[a + k] != tokens[b + k]:
+            return False
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,10 +327,9 @@ def _repetition(tokens, offsets, n, top):
     capacity = 1
     while capacity < 2 * longest:
         capacity *= 2
-    owner = np.full(capacity, -1, dtype=np.int64)
-    slot_hash = np.empty(capacity, dtype=np.uint64)
-    first = np.empty(capacity, dtype=np.int64)     # start of the n-gram's first occurrence
-    count = np.empty(capacity, dtype=np.int64)
+    table = np.empty(capacity, dtype=_NGRAM_SLOT)
+    for slot in range(capacity):
+        table[slot].row = -1
     used = np.empty(max(longest, 0), dtype=np.int64)
     base = np.uint64(0x9E3779B97F4A7C15)
     drop = np.uint64(1)                            # base ** (n - 1): weight of the oldest token
@@ -216,26 +351,21 @@ def _repetition(tokens, offsets, n, top):
             h = h * base + np.uint64(tokens[i + n - 1]) + np.uint64(1)
             slot = _mix(h) & mask
             while True:
-                if owner[slot] != r:
-                    owner[slot], slot_hash[slot], first[slot], count[slot] = r, h, i, 1
+                entry = table[slot]
+                if entry.row != r:
+                    entry.row, entry.hash, entry.first, entry.count = r, h, i, 1
                     used[distinct] = slot
                     distinct += 1
                     break
-                if slot_hash[slot] == h:
-                    other, same = first[slot], True
-                    for k in range(n):
-                        if tokens[other + k] != tokens[i + k]:
-                            same = False
-                            break
-                    if same:
-                        count[slot] += 1
-                        break
+                if entry.hash == h and _same_tokens(tokens, entry.first, i, n):
+                    entry.count += 1
+                    break
                 slot = (slot + np.uint64(1)) & mask
             h -= (np.uint64(tokens[i]) + np.uint64(1)) * drop
         repeated = np.empty(distinct, dtype=np.int64)
         m = 0
         for u in range(distinct):
-            c = count[used[u]]
+            c = table[used[u]].count
             if c > 1:
                 repeated[m] = c
                 m += 1
