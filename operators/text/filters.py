@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import sys
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,9 +16,8 @@ import pyarrow.compute as pc
 from sluice.operators.base import Filter, ParamError, in_range, param, register
 from sluice.operators.expression import compile_expression
 from sluice.operators.text.language import language_identifier
-from sluice.operators.text.words import (char_class, codepoints, count_per_row, load_word_list,
-                                         ngram_repetition, prefix_counts, ratio, refined_words, text_array,
-                                         with_nulls)
+from sluice.operators.text.words import (char_class, codepoints, count_in, last_batch, load_word_list,
+                                         ngram_repetition, ratio, refined_words, text_array, with_nulls)
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)
@@ -87,7 +87,7 @@ class words_num_filter(TextFilter):
 def _char_ratio(text: pa.Array, kind: str) -> pa.Array:
     """Share of the characters of each row that belong to character class `kind`."""
     cps, offsets = codepoints(text)
-    hits = count_per_row(char_class(kind)[cps], offsets)
+    hits = count_in(char_class(kind), cps, offsets)
     return with_nulls(ratio(hits, np.diff(offsets)), text)
 
 
@@ -210,7 +210,7 @@ def _listed_share(text: pa.Array, words: pa.Array) -> pa.Array:
     """Share of each row's refined words that are in `words` (a large_string array)."""
     refined = refined_words(text)
     listed = pc.is_in(refined.vocab, value_set=words).to_numpy(zero_copy_only=False)
-    hits = count_per_row(listed[refined.ids], refined.offsets)
+    hits = count_in(listed, refined.ids, refined.offsets)
     return with_nulls(ratio(hits, refined.counts), text)
 
 
@@ -276,49 +276,39 @@ _LINE_BREAKS = np.zeros(0x110000, dtype=bool)
 _LINE_BREAKS[[0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]] = True
 
 
-def _line_ends(cps: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks over characters: line-break characters, and the characters that end a line
-    (the '\n' of '\r\n' is a break but does not end another line)."""
-    is_break = _LINE_BREAKS[cps]
-    ends_line = is_break.copy()
-    ends_line[1:] &= ~((cps[1:] == 0x0A) & (cps[:-1] == 0x0D))
-    starts = offsets[:-1][np.diff(offsets) > 0]
-    ends_line[starts] = is_break[starts]  # a row's first character follows no '\r' of its own
-    return is_break, ends_line
+@numba.njit(cache=True, nogil=True)
+def _line_stats(cps, offsets, breaks):
+    rows = len(offsets) - 1
+    lines = np.zeros(rows, dtype=np.int64)
+    longest = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        i, end = offsets[r], offsets[r + 1]
+        count = best = current = 0
+        while i < end:
+            if breaks[cps[i]]:
+                count += 1
+                best = max(best, current)
+                current = 0
+                if cps[i] == 0x0D and i + 1 < end and cps[i + 1] == 0x0A:
+                    i += 1
+            else:
+                current += 1
+            i += 1
+        if current:  # a last line without a line break
+            count += 1
+            best = max(best, current)
+        lines[r], longest[r] = count, best
+    return lines, longest
 
 
-def line_counts(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+@last_batch
+def line_stats(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: number of lines as `str.splitlines` counts them (a trailing line break does
-    not start an empty line), and length in characters."""
+    not start an empty line), length in characters of the longest line (line breaks not
+    counted), and length of the text in characters."""
     cps, offsets = codepoints(text)
-    lengths = np.diff(offsets)
-    lines = np.zeros(len(text), dtype=np.int64)
-    if len(cps):
-        is_break, ends_line = _line_ends(cps, offsets)
-        nonempty = lengths > 0
-        lines += count_per_row(ends_line, offsets)
-        lines[nonempty] += ~is_break[offsets[1:][nonempty] - 1]
-    return lines, lengths
-
-
-def longest_lines(text: pa.Array) -> np.ndarray:
-    """Per row: length in characters of the longest line (line breaks not counted)."""
-    cps, offsets = codepoints(text)
-    longest = np.zeros(len(text), dtype=np.int64)
-    if len(cps) == 0:
-        return longest
-    is_break, ends_line = _line_ends(cps, offsets)
-    nonempty = np.diff(offsets) > 0
-    # A line starts at a row's first character or right after a line end.
-    line_start = np.zeros(len(cps), dtype=bool)
-    line_start[1:] = ends_line[:-1]
-    line_start[offsets[:-1][nonempty]] = True
-    starts = np.flatnonzero(line_start)
-    content = prefix_counts(~is_break)
-    line_len = np.diff(content[np.append(starts, len(cps))])
-    first_line = np.searchsorted(starts, offsets[:-1][nonempty])
-    longest[nonempty] = np.maximum.reduceat(line_len, first_line)
-    return longest
+    lines, longest = _line_stats(cps, offsets, _LINE_BREAKS)
+    return lines, longest, np.diff(offsets)
 
 
 @register
@@ -331,7 +321,7 @@ class average_line_length_filter(TextFilter):
     stat_names = ("avg_line_length",)
 
     def text_stats(self, text):
-        lines, lengths = line_counts(text)
+        lines, _, lengths = line_stats(text)
         return {"avg_line_length": with_nulls(ratio(lengths, lines), text)}
 
     def keep(self, table):
@@ -348,7 +338,7 @@ class maximum_line_length_filter(TextFilter):
     stat_names = ("max_line_length",)
 
     def text_stats(self, text):
-        return {"max_line_length": with_nulls(longest_lines(text), text)}
+        return {"max_line_length": with_nulls(line_stats(text)[1], text)}
 
     def keep(self, table):
         return in_range(self.stat(table, "max_line_length"), self.min_len, self.max_len)

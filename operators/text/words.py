@@ -67,14 +67,17 @@ def special_characters() -> str:
 def last_batch(fn):
     """Keep `fn(arr)` for the last array seen: the filters of one fused stage ask for the
     same batch's code points or words in turn. The array is kept with the result, so its
-    buffers (the cache key) cannot be freed and reused by another batch meanwhile."""
+    buffers (the cache key) cannot be freed and reused by another batch meanwhile. An array
+    at other addresses with equal contents also hits (a fused stage filters the table after
+    each filter, which copies the text even when every row is kept); comparing costs a
+    memcmp, far less than recomputing."""
     cache: list = []
 
     @functools.wraps(fn)
     def cached(arr: pa.Array):
         key = (tuple(b.address if b is not None else 0 for b in arr.buffers()), arr.offset, len(arr))
         entry = cache[0] if cache else None  # one read: safe if threads share the cache
-        if entry is not None and entry[0] == key:
+        if entry is not None and (entry[0] == key or entry[1].equals(arr)):
             return entry[2]
         result = fn(arr)
         cache[:] = [(key, arr, result)]
@@ -106,19 +109,17 @@ def codepoints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return cps, offsets
 
 
-def prefix_counts(mask: np.ndarray) -> np.ndarray:
-    """cumulative[i] = number of true entries in mask[:i] (length len(mask)+1)."""
-    # Summing a uint8 view is several times faster than summing booleans into int64.
-    dtype = np.int32 if len(mask) < 2**31 else np.int64
-    cumulative = np.zeros(len(mask) + 1, dtype=dtype)
-    np.cumsum(mask.view(np.uint8), dtype=dtype, out=cumulative[1:])
-    return cumulative
-
-
-def count_per_row(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Number of true entries of `mask` within each row's [offsets[i], offsets[i+1])."""
-    cumulative = prefix_counts(mask)
-    return (cumulative[offsets[1:]] - cumulative[offsets[:-1]]).astype(np.int64)
+@numba.njit(cache=True, nogil=True)
+def count_in(member, values, offsets):
+    """Per row i, how many of values[offsets[i]:offsets[i+1]] are marked in the boolean
+    lookup table `member` (code points in a character class, word ids in a word list)."""
+    counts = np.zeros(len(offsets) - 1, dtype=np.int64)
+    for r in range(len(offsets) - 1):
+        hits = 0
+        for j in range(offsets[r], offsets[r + 1]):
+            hits += member[values[j]]
+        counts[r] = hits
+    return counts
 
 
 def with_nulls(values: np.ndarray, arr: pa.Array) -> pa.Array:
