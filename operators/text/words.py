@@ -301,8 +301,9 @@ def refined_words(arr: pa.Array) -> Words:
 
 # ---- n-grams ----
 
-# One slot of a row's n-gram hash table; `row` marks the slots the current row has claimed.
-_NGRAM_SLOT = np.dtype([("row", np.int64), ("hash", np.uint64), ("first", np.int64), ("count", np.int64)])
+# One slot of the n-gram hash table; `first` is where the n-gram first occurs in the row,
+# count 0 marks an empty slot.
+_NGRAM_SLOT = np.dtype([("hash", np.uint64), ("first", np.int64), ("count", np.int64)])
 
 
 @numba.njit(inline="always")
@@ -313,24 +314,31 @@ def _same_tokens(tokens, a, b, n):
     return True
 
 
+@numba.njit(inline="always")
+def _power_of_two(at_least):
+    size = 1
+    while size < at_least:
+        size *= 2
+    return size
+
+
 @numba.njit(cache=True, nogil=True)
 def _repetition(tokens, offsets, n, top):
     """Per row, the share of its n-grams that repeat (see `ngram_repetition`).
 
-    Each row's n-grams go into an open-addressing hash table sized for that row (a rolling
-    polynomial hash finds the slot; equal hashes are confirmed token by token, so counts are
-    exact). Slots are claimed with the row number, so the table is never cleared."""
+    n-grams are hashed with a rolling polynomial hash. Most n-grams of a text occur once, so a
+    first pass counts hashes in a small array of counters that saturate at 2 (a few n-grams
+    share a counter): an n-gram whose counter stays at 1 occurs once. Only the others go
+    through an open-addressing hash table, where equal hashes are confirmed token by token,
+    so the counts are exact."""
     rows = len(offsets) - 1
     out = np.zeros(rows, dtype=np.float64)
     longest = 0
     for r in range(rows):
         longest = max(longest, offsets[r + 1] - offsets[r] - n + 1)
-    capacity = 1
-    while capacity < 2 * longest:
-        capacity *= 2
-    table = np.empty(capacity, dtype=_NGRAM_SLOT)
-    for slot in range(capacity):
-        table[slot].row = -1
+    hashes = np.empty(max(longest, 0), dtype=np.uint64)
+    marks = np.zeros(_power_of_two(8 * longest), dtype=np.uint8)
+    table = np.zeros(_power_of_two(2 * longest), dtype=_NGRAM_SLOT)
     used = np.empty(max(longest, 0), dtype=np.int64)
     base = np.uint64(0x9E3779B97F4A7C15)
     drop = np.uint64(1)                            # base ** (n - 1): weight of the oldest token
@@ -340,36 +348,45 @@ def _repetition(tokens, offsets, n, top):
         begin, windows = offsets[r], offsets[r + 1] - offsets[r] - n + 1
         if windows <= 0:
             continue
-        size = 1
-        while size < 2 * windows:
-            size *= 2
-        mask = np.uint64(size - 1)
+        mark_mask = np.uint64(_power_of_two(8 * windows) - 1)
         h = np.uint64(0)
         for j in range(begin, begin + n - 1):
             h = h * base + np.uint64(tokens[j]) + np.uint64(1)
-        distinct = 0
-        for i in range(begin, begin + windows):
-            h = h * base + np.uint64(tokens[i + n - 1]) + np.uint64(1)
-            slot = _mix(h) & mask
+        for w in range(windows):
+            h = h * base + np.uint64(tokens[begin + w + n - 1]) + np.uint64(1)
+            hashes[w] = _mix(h)
+            h -= (np.uint64(tokens[begin + w]) + np.uint64(1)) * drop
+            mark = hashes[w] & mark_mask
+            marks[mark] = min(marks[mark] + 1, 2)
+        mask = np.uint64(_power_of_two(2 * windows) - 1)
+        distinct = candidates = 0
+        for w in range(windows):
+            h = hashes[w]
+            if marks[h & mark_mask] == 1:
+                distinct += 1
+                continue
+            slot = (h >> np.uint64(32)) & mask
             while True:
                 entry = table[slot]
-                if entry.row != r:
-                    entry.row, entry.hash, entry.first, entry.count = r, h, i, 1
-                    used[distinct] = slot
-                    distinct += 1
+                if entry.count == 0:
+                    entry.hash, entry.first, entry.count = h, begin + w, 1
+                    used[candidates] = slot
+                    candidates += 1
                     break
-                if entry.hash == h and _same_tokens(tokens, entry.first, i, n):
+                if entry.hash == h and _same_tokens(tokens, entry.first, begin + w, n):
                     entry.count += 1
                     break
                 slot = (slot + np.uint64(1)) & mask
-            h -= (np.uint64(tokens[i]) + np.uint64(1)) * drop
-        repeated = np.empty(distinct, dtype=np.int64)
+        marks[:mark_mask + np.uint64(1)] = 0
+        repeated = np.empty(candidates, dtype=np.int64)
         m = 0
-        for u in range(distinct):
+        for u in range(candidates):
             c = table[used[u]].count
+            table[used[u]].count = 0
             if c > 1:
                 repeated[m] = c
                 m += 1
+        distinct += candidates
         if top:
             k = min(int(np.sqrt(distinct)), m)
             shown = np.sort(repeated[:m])[m - k:].sum() if k else 0
