@@ -19,6 +19,7 @@ input order; `__id__` keeps the input order.
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import zlib
 from typing import ClassVar, Optional
@@ -168,13 +169,18 @@ class LLMOperator(Operator):
         buckets = (ds.map_batches(self.render, batch_format="pyarrow")
                    .repartition(self.num_actors * self.buckets_per_actor, keys=[ROUTE_COLUMN])
                    .materialize())
-        return buckets.map_batches(
-            EngineActor, fn_constructor_args=(self,), batch_format="pyarrow", batch_size=None,
+        log = ray.remote(num_cpus=0)(BatchLog).remote()
+        out = buckets.map_batches(
+            EngineActor, fn_constructor_args=(self, log), batch_format="pyarrow", batch_size=None,
             compute=ray.data.ActorPoolStrategy(size=self.num_actors),
             num_gpus=self.num_gpus_per_actor or None,
             # On CPU, vLLM pins its threads to cores by default; engines sharing a node would
             # pin to the same cores. Leave placement to the OS.
-            runtime_env={"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}})
+            runtime_env={"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}}).materialize()
+        self.batch_reports = ray.get(log.reports.remote())
+        ray.kill(log)
+        ctx.add_report_section(f"{self.name}: engine batches", batch_table_html(self.batch_reports))
+        return out
 
     # ---- answers ----
 
@@ -194,19 +200,53 @@ class LLMOperator(Operator):
 
 
 class EngineActor:
-    """Ray Data actor: one engine, loaded once, runs every bucket routed to this actor."""
+    """Ray Data actor: one engine, loaded once, runs every bucket routed to this actor and
+    reports each batch to `log` (a `BatchLog` actor)."""
 
-    def __init__(self, op: LLMOperator):
-        self.op = op
+    def __init__(self, op: LLMOperator, log):
+        import os
+
+        self.op, self.log, self.pid = op, log, os.getpid()
         self.engine = BatchEngine(op.engine_config())
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return self.op.run_batch(table, self.engine)
+        import ray
+
+        out = self.op.run_batch(table, self.engine)
+        ray.get(self.log.add.remote({"actor": self.pid, **self.engine.last_report.to_dict()}))
+        return out
 
     def __del__(self):
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
+
+
+class BatchLog:
+    """Ray actor: the engine report of every batch an LLM operator ran, in arrival order."""
+
+    def __init__(self):
+        self._reports: list[dict] = []
+
+    def add(self, report: dict) -> None:
+        self._reports.append(report)
+
+    def reports(self) -> list[dict]:
+        return self._reports
+
+
+BATCH_COLUMNS = ("actor", "requests", "rejected", "prompt_tokens", "cached_tokens",
+                 "max_reusable_tokens", "output_tokens", "groups", "waves", "seconds", "tokens_per_s")
+
+
+def batch_table_html(reports: list[dict]) -> str:
+    """The per-batch engine reports as an HTML table for the run report."""
+    def cell(value):
+        return f"<td>{value:.2f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{c}</th>" for c in BATCH_COLUMNS)
+    rows = "".join("<tr>" + "".join(cell(r[c]) for c in BATCH_COLUMNS) + "</tr>" for r in reports)
+    return f"<table><tr>{head}</tr>{rows}</table>"
 
 
 @register
@@ -321,4 +361,4 @@ class llm_classify(LLMOperator):
                                   self.output_key, pa.string())
 
 
-__all__ = ["LLMOperator", "EngineActor", "llm_generate", "llm_score", "llm_filter", "llm_classify"]
+__all__ = ["LLMOperator", "EngineActor", "BatchLog", "llm_generate", "llm_score", "llm_filter", "llm_classify"]

@@ -135,3 +135,5 @@ def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_mod
     rejects = [json.loads(line) for f in result.rejects_path.rglob("*.jsonl") for line in f.read_text().splitlines()]
     assert any("max_model_len 512" in json.dumps(r) for r in rejects)
     assert pc.all(pc.is_in(kept.column("text"), pa.array(docs))).as_py()
+    report = result.report_path.read_text()
+    assert "llm_filter: engine batches" in report and "cached_tokens" in report
