@@ -301,9 +301,9 @@ def refined_words(arr: pa.Array) -> Words:
 
 # ---- n-grams ----
 
-# One slot of the n-gram hash table; `first` is where the n-gram first occurs in the row,
-# count 0 marks an empty slot.
-_NGRAM_SLOT = np.dtype([("hash", np.uint64), ("first", np.int64), ("count", np.int64)])
+# One slot of the n-gram hash table (16 bytes); `first` is where the n-gram first occurs,
+# counted from the row's start; count 0 marks an empty slot.
+_NGRAM_SLOT = np.dtype([("hash", np.uint64), ("first", np.int32), ("count", np.int32)])
 
 
 @numba.njit(inline="always")
@@ -330,7 +330,7 @@ def _repetition(tokens, offsets, n, top):
     first pass counts hashes in a small array of counters that saturate at 2 (a few n-grams
     share a counter): an n-gram whose counter stays at 1 occurs once. Only the others go
     through an open-addressing hash table, where equal hashes are confirmed token by token,
-    so the counts are exact."""
+    so the counts are exact. Memory: at most about 90 bytes per n-gram of the longest row."""
     rows = len(offsets) - 1
     out = np.zeros(rows, dtype=np.float64)
     longest = 0
@@ -369,11 +369,11 @@ def _repetition(tokens, offsets, n, top):
             while True:
                 entry = table[slot]
                 if entry.count == 0:
-                    entry.hash, entry.first, entry.count = h, begin + w, 1
+                    entry.hash, entry.first, entry.count = h, w, 1
                     used[candidates] = slot
                     candidates += 1
                     break
-                if entry.hash == h and _same_tokens(tokens, entry.first, begin + w, n):
+                if entry.hash == h and _same_tokens(tokens, begin + entry.first, begin + w, n):
                     entry.count += 1
                     break
                 slot = (slot + np.uint64(1)) & mask
