@@ -1,8 +1,9 @@
 """vLLM embedded in this process: tokenize prompts, run token prompts, shut down cleanly.
 
 Only this module imports vllm, and only when a backend is built, so `sluice.engine` imports
-without vLLM installed. vLLM runs its engine core in a spawned subprocess: a script that
-builds a backend must do so under `if __name__ == "__main__":`.
+without vLLM installed. By default vLLM runs its engine core in a spawned subprocess (a script
+that builds a backend must do so under `if __name__ == "__main__":`), which `close` stops and
+waits for; with `in_process` everything stays in the calling process (used in Ray actors).
 """
 
 from __future__ import annotations
