@@ -123,6 +123,23 @@ def test_repetition_on_many_rows_matches_reference():
     check(stats["word_rep_ratio_3"], per_text(lambda t: ref_word_rep(t, 3), texts))
 
 
+def test_word_stats_with_many_distinct_words_match_reference():
+    # Thousands of distinct words in mixed case, scripts and punctuation: the word table
+    # grows many times; equal words must still match across rows and case.
+    rng = np.random.default_rng(5)
+    letters = list("abcdeABCDE") + ["é", "É", "ж", "Ж", "ß"]
+    vocab = ["".join(rng.choice(letters, size=rng.integers(1, 6))) for _ in range(6000)]
+    dressed = [w if rng.random() < 0.7 else f"({w}," for w in vocab] + ["the", "The.", "--"]
+    texts = [" ".join(rng.choice(dressed, size=rng.integers(0, 400))) + "\n" for _ in range(60)]
+    texts += [texts[0] + " " + texts[0]]  # a row repeating another's words exactly
+    check(stats_of("words_num_filter", texts)[0]["num_words"], per_text(lambda t: len(ref_words(t)), texts))
+    check(stats_of("word_repetition_filter", texts, rep_len=2)[0]["word_rep_ratio_2"],
+          per_text(lambda t: ref_word_rep(t, 2), texts))
+    stop = load_word_list("stopwords", "en")
+    check(stats_of("stopwords_filter", texts)[0]["stopwords_ratio"],
+          per_text(lambda t: sum(w in stop for w in ref_words(t)) / max(len(ref_words(t)), 1), texts))
+
+
 def test_character_ratios_match_python():
     def share(test):
         return lambda t: sum(map(test, t)) / len(t) if t else 0.0
