@@ -24,7 +24,12 @@ import sqlglot
 from sqlglot import exp
 
 DIALECT = "duckdb"
-QUERY_STARTS = {"SELECT", "WITH", "FROM", "VALUES", ""}
+# statements refused by their first word when sqlglot cannot parse them (EXPORT DATABASE ...)
+NON_QUERY_WORDS = {"ALTER", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT", "COMMIT", "COPY",
+                   "CREATE", "DEALLOCATE", "DELETE", "DETACH", "DROP", "EXECUTE", "EXPORT",
+                   "IMPORT", "INSERT", "INSTALL", "LOAD", "MERGE", "PRAGMA", "PREPARE", "RESET",
+                   "ROLLBACK", "SET", "TRUNCATE", "UPDATE", "USE", "VACUUM"}
+_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.S)
 
 
 class SqlError(Exception):
@@ -88,9 +93,8 @@ def check_query(sql: str) -> exp.Expression:
     try:
         tree = parse_one(sql)
     except QueryParseError:
-        # a statement sqlglot cannot parse (EXPORT ...) is refused by its leading keyword
-        words = sql.split(None, 1)
-        if words and words[0].upper().lstrip("(") not in QUERY_STARTS:
+        words = _LEADING_COMMENTS.sub("", sql).split(None, 1)
+        if words and words[0].upper() in NON_QUERY_WORDS:
             raise QueryRefused(f"refused: {words[0].upper()} statement; "
                                "only SELECT/WITH queries are run") from None
         raise

@@ -80,6 +80,10 @@ def test_timeout_interrupts_a_long_query(sb):
 def test_parse_error_has_line_and_column():
     with pytest.raises(QueryParseError, match="line 2, column 16"):
         check_query("SELECT *\nFROM t WHERE = = 3")
+    with pytest.raises(QueryParseError):  # a typo is a parse error, not a refused statement
+        check_query("SELEC o_id FROM orders")
+    with pytest.raises(QueryRefused, match="EXPORT"):  # sqlglot cannot parse it; still refused
+        check_query("-- dump\nEXPORT DATABASE 'x'")
 
 
 def test_not_a_database(tmp_path):
