@@ -1,6 +1,6 @@
-"""Built-in text filters. Each computes its stats for a whole batch at once (Arrow kernels and
-numpy over code points or word ids) and keeps rows whose stats lie within its thresholds.
-Rows whose text is null get null stats, and every filter drops them."""
+"""Built-in text filters. Each computes its stats for a whole batch at once (Arrow kernels, and
+numba kernels over code points or word ids) and keeps rows whose stats lie within its
+thresholds. Rows whose text is null get null stats, and every filter drops them."""
 
 from __future__ import annotations
 

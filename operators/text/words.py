@@ -1,5 +1,6 @@
 """Helpers shared by the text operators: the text column, character classes, Data-Juicer's
-word splitting and n-gram counting, all vectorized over a whole batch."""
+word splitting and n-gram counting, each over a whole batch (numba kernels where a pass over
+every character or word is needed; the filters of a fused stage share one split per batch)."""
 
 from __future__ import annotations
 
