@@ -22,6 +22,7 @@ the peak RSS of the largest process (driver and Ray workers, sampled with psutil
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sysconfig
 import tempfile
@@ -231,6 +232,7 @@ class PeakRss:
         import psutil
 
         self.me, self.interval, self.peak, self.peak_total = psutil.Process(), interval, 0, 0
+        self.largest = ""
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -245,7 +247,8 @@ class PeakRss:
                 except psutil.Error:
                     continue
                 total += rss
-                self.peak = max(self.peak, rss)
+                if rss > self.peak:
+                    self.peak, self.largest = rss, " ".join(p.cmdline()[:2])[-60:]
             self.peak_total = max(self.peak_total, total)
             time.sleep(self.interval)
 
@@ -282,7 +285,9 @@ def e2e(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         data = Path(tmp) / "in"
         data.mkdir()
-        text_bytes = write_corpus(data, args.docs)
+        # In a child process, so that the generator's memory does not count in the driver's RSS.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            text_bytes = pool.apply(write_corpus, (data, args.docs))
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
         op = create_operator("document_minhash_deduplicator", {"num_permutations": 128,
@@ -293,12 +298,14 @@ def e2e(args) -> None:
                                         num_cpus=args.cpus)
             seconds = time.perf_counter() - start
         ray.shutdown()
-    kept = result.summary.get("rows_out", result.summary.get("kept"))
+    summary = result.summary
     mb = text_bytes / 1e6
     print(f"{args.docs} documents, {mb:.0f} MB of text, {args.cpus} CPUs: {seconds:.1f} s, "
           f"{mb / seconds / args.cpus:.1f} MB/s per core, {args.docs / seconds / args.cpus:.0f} docs/s per core")
-    print(f"  peak RSS: largest process {rss.peak / 2**20:.0f} MiB, all processes {rss.peak_total / 2**20:.0f} MiB; "
-          f"kept {kept}")
+    print(f"  peak RSS: largest process {rss.peak / 2**20:.0f} MiB ({rss.largest}), "
+          f"all processes {rss.peak_total / 2**20:.0f} MiB; "
+          f"kept {summary['rows_kept']} of {summary['rows_read']}")
+    print("  seconds by stage: " + ", ".join(f"{o['name']} {o['seconds']:.1f}" for o in summary["operators"]))
 
 
 def main() -> None:

@@ -73,23 +73,55 @@ def test_keeps_one_per_cluster_and_everything_else(ray_session):
     assert "near-duplicate clusters" in title and "removed: 7" in html and "estimated Jaccard" in html
 
 
-def test_keep_rules_and_cluster_column(ray_session):
+def test_keep_rule_by_column_and_cluster_column(ray_session):
     base = words(300)
-    longer = base + ["and", "a", "few", "more", "words"]
-    texts = [" ".join(base), " ".join(longer), " ".join(words(300)), " ".join(edited(base, [5]))]
-    quality = [0.1, 0.5, 0.9, 0.7]
-
-    out, _ = run_dedup(texts, {"keep": "longest"})
-    assert out["__id__"].to_pylist() == [1, 2]
-
+    texts = [" ".join(base), " ".join(base + ["and", "a", "few", "more"]), " ".join(words(300)),
+             " ".join(edited(base, [5]))]
     out, _ = run_dedup(texts, {"keep": "stats.quality", "cluster_column": "dup_of", "verify": False},
-                       extra={"stats.quality": quality})
-    assert out["__id__"].to_pylist() == [2, 3]
-    assert out["dup_of"].to_pylist() == [2, 0]  # the cluster is named by its lowest id
-    assert "__keep_score__" not in out.column_names and "__minhash__" not in out.column_names
+                       extra={"stats.quality": [0.1, 0.5, 0.9, 0.7]})
+    assert out["__id__"].to_pylist() == [2, 3]  # 3 has the best quality of cluster {0, 1, 3}
+    assert out["dup_of"].to_pylist() == [2, 0]  # a cluster is named by its lowest id
+    assert out.column_names == ["__id__", "text", "stats.quality", "dup_of"]
 
-    out, _ = run_dedup(texts, {"drop": False, "cluster_column": "dup_of"})
-    assert out["__id__"].to_pylist() == [0, 1, 2, 3] and out["dup_of"].to_pylist() == [0, 0, 2, 0]
+
+def cluster_table(ray_session, members: pa.Table, key="__id__"):
+    from sluice.operators.dedup.components import SortedTable
+
+    members = members.sort_by(key)
+    keys = members[key].to_numpy()
+    return SortedTable([ray_session.put(members)], keys[:1], keys[-1:], key)
+
+
+@pytest.mark.parametrize("scores, scored, keeper", [
+    ([1.0, 5.0, 3.0, 5.0], True, 11),    # highest score; the tie goes to the lower id
+    ([0.0, 0.0, 0.0, 0.0], True, 10),    # all equal: lowest id
+    ([1.0, 5.0, 3.0, 5.0], False, 10),   # keep: first ignores scores
+])
+def test_keep_rules_pick_one_document_per_cluster(ray_session, scores, scored, keeper):
+    from sluice.operators.dedup.minhash import SCORE_COLUMN, _clusters
+
+    ids = [10, 11, 12, 13]
+    table = cluster_table(ray_session, pa.table({"__id__": ids + [20, 21], SCORE_COLUMN: scores + [0.0, 0.0]}))
+    components = pa.table({"src": [11, 12, 13, 21], "dst": [10, 10, 10, 20]})  # clusters 10 and 20
+    members = _clusters(components, table, scored=scored)
+    by_cluster = {}
+    for row in members.to_pylist():
+        by_cluster.setdefault(row["cluster"], set()).add((row["__id__"], row["keep"], row["size"]))
+    assert by_cluster[10] == {(i, i == keeper, 4) for i in ids}
+    assert by_cluster[20] == {(20, True, 2), (21, False, 2)}
+
+
+def test_drop_false_keeps_every_row_and_labels_clusters(ray_session):
+    from sluice.operators.dedup.minhash import _drop_duplicates
+
+    members = cluster_table(ray_session, pa.table({"__id__": [3, 5, 8], "cluster": [3, 3, 3],
+                                                   "keep": [False, True, False]}))
+    block = pa.table({"__id__": pa.array(range(10), pa.int64()), "text": list("abcdefghij")})
+    labelled = _drop_duplicates(block, members, "dup", drop=False)
+    assert labelled["__id__"].to_pylist() == list(range(10))
+    assert labelled["dup"].to_pylist() == [0, 1, 2, 3, 4, 3, 6, 7, 3, 9]
+    dropped = _drop_duplicates(block, members, "dup", drop=True)
+    assert dropped["__id__"].to_pylist() == [0, 1, 2, 4, 5, 6, 7, 9]
 
 
 def test_no_duplicates_returns_every_row(ray_session):
@@ -103,9 +135,9 @@ def test_connected_components_match_scipy(ray_session):
     import ray
 
     rng = np.random.default_rng(7)
-    n = 1000
-    a, b = rng.integers(0, n, 600), rng.integers(0, n, 600)
-    path = rng.permutation(n)[:60]  # a long chain needs several rounds
+    n = 300
+    a, b = rng.integers(0, n, 120), rng.integers(0, n, 120)
+    path = rng.permutation(n)[:6]  # a chain needs more than one round
     a, b = np.r_[a, path[:-1]], np.r_[b, path[1:]]
     a, b = a[a != b], b[a != b]
     edges = ray.data.from_arrow(pa.table({"src": np.maximum(a, b), "dst": np.minimum(a, b)})).repartition(3)

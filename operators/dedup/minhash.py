@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from typing import Optional
 
 import numpy as np
@@ -109,6 +110,7 @@ class document_minhash_deduplicator(Deduplicator):
 
     def apply(self, ds, ctx):
         columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
+        started = time.perf_counter()
         documents = ds.count()
         partitions = max(ctx.num_cpus, math.ceil(documents * self.bands / BAND_ROWS_PER_PARTITION))
         table = SortedTable.build(ds.select_columns(columns), ID_COLUMN)
@@ -117,20 +119,23 @@ class document_minhash_deduplicator(Deduplicator):
             _band_rows, batch_format="pyarrow", fn_kwargs={"bands": self.bands, "rows": self.rows})
         edges = candidate_edges(band_rows, partitions).materialize()
         stats = {"documents": documents, "bands": self.bands, "rows_per_band": self.rows,
-                 "candidate_pairs": edges.count()}
+                 "candidate_pairs": edges.count(), "seconds_to_candidates": _since(started)}
         if self.verify and stats["candidate_pairs"]:
             edges = edges.map_batches(_verified, batch_size=None, batch_format="pyarrow", fn_kwargs={
                 "table": table, "threshold": self.jaccard_threshold}).materialize()
             stats["verified_pairs"] = edges.count()
+            stats["seconds_to_verified"] = _since(started)
         if edges.count() == 0:
             ctx.add_report_section(f"{self.name}: no near-duplicates", _stats_html(stats))
             return self._finish(ds, None)
 
         components, stats["rounds"] = connected_components(edges, partitions)
+        stats["seconds_to_components"] = _since(started)
         members = group_by(components, "dst", _clusters, partitions, table=table,
                            scored=self.keep != "first").materialize()
         stats["clusters"] = column_sum(members, "is_root")
         stats["removed"] = members.count() - stats["clusters"]
+        stats["seconds_to_clusters"] = _since(started)
         ctx.add_report_section(f"{self.name}: near-duplicate clusters",
                                _stats_html(stats) + self._sample_html(ds, members))
         return self._finish(ds, SortedTable.build(members, ID_COLUMN))
@@ -164,6 +169,10 @@ class document_minhash_deduplicator(Deduplicator):
                         f"<td>{removed}: {_snippet(texts[a])}</td></tr>")
         return ("<table><tr><th>cluster size</th><th>estimated Jaccard</th><th>kept</th><th>dropped</th></tr>"
                 + "".join(rows) + "</table>")
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 2)
 
 
 def _snippet(text: str | None, limit: int = 300) -> str:
