@@ -146,7 +146,9 @@ class FusedStage:
                 table = op.with_stats(table)
                 samples += stat_samples(table, op.stat_names, "before", rng)
                 if not self.analyze:
-                    table = table.filter(op.keep(table))
+                    keep = op.keep(table)
+                    if not pc.all(keep).as_py():  # a filter that keeps every row leaves the batch as is
+                        table = table.filter(keep)
             else:
                 table = op.process(table)
             table, rejected = split_rejects(table)
