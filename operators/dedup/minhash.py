@@ -18,6 +18,8 @@ from .components import SortedTable, candidate_edges, column_sum, connected_comp
 SIGNATURE_COLUMN = "__minhash__"
 SCORE_COLUMN = "__keep_score__"
 BAND_ROWS_PER_PARTITION = 2_000_000
+# Rows per batch of the final filter: bounds its memory whatever the size of the blocks.
+FILTER_BATCH_ROWS = 16_384
 
 
 @register
@@ -141,7 +143,7 @@ class document_minhash_deduplicator(Deduplicator):
         return self._finish(ds, SortedTable.build(members, ID_COLUMN))
 
     def _finish(self, ds, members: SortedTable | None):
-        return ds.map_batches(_drop_duplicates, batch_size=None, batch_format="pyarrow", fn_kwargs={
+        return ds.map_batches(_drop_duplicates, batch_size=FILTER_BATCH_ROWS, batch_format="pyarrow", fn_kwargs={
             "members": members, "cluster_column": self.cluster_column, "drop": self.drop})
 
     def _sample_html(self, ds, members) -> str:
