@@ -46,7 +46,7 @@ def make_corpus(directory: Path, docs: int, shards: int, seed: int = 0) -> int:
         return int(done.read_text())
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    vocab = np.array(vocabulary())
+    vocab = np.array(vocabulary(), dtype=object)
     weights = 1.0 / np.arange(1, len(vocab) + 1) ** 0.9  # Zipf-like word frequencies
     weights /= weights.sum()
     per_shard = -(-docs // shards)
