@@ -8,6 +8,8 @@ import re
 import sys
 import textwrap
 
+from sluice.serving.sql_cli import add_sql_commands
+
 
 def _variables(pairs: list[str]) -> dict[str, str]:
     out = {}
@@ -92,12 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("name", nargs="?")
     ops.set_defaults(func=cmd_ops)
 
-    try:
-        from sluice.serving.sql_cli import add_sql_commands
-    except ModuleNotFoundError:
-        add_sql_commands = None
-    if add_sql_commands:
-        add_sql_commands(sub)
+    add_sql_commands(sub)
     return parser
 
 
