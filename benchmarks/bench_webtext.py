@@ -18,6 +18,7 @@ import pydoc
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ def vocabulary() -> list[str]:
         if name.startswith("_") or name in ("antigravity", "this"):
             continue
         try:
-            module = __import__(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = __import__(name)
         except Exception:  # noqa: BLE001 - any module that fails to import is simply skipped
             continue
         words += re.findall(r"[A-Za-z][a-z]{1,14}", pydoc.getdoc(module) or "")
