@@ -138,9 +138,13 @@ def test_a_recipe_loads_operators_from_a_user_module(tmp_path, ray_session):
     assert result.table().column("text").to_pylist() == ["three two one"]
 
 
-def test_builtin_recipes_validate():
+def test_builtin_recipes_validate(tmp_path):
+    from sluice.engine.testing import build_tiny_model
+
     names = builtin_recipes()
-    assert {"webtext_clean", "sft_clean", "mixing"} <= set(names)
+    assert {"webtext_clean", "sft_clean", "mixing", "llm_score"} <= set(names)
+    # LLM recipes check their model path before anything runs: give them the tiny test model.
+    model = {"model": str(build_tiny_model(tmp_path / "tiny")), "load_format": "dummy"}
     for name in names:
-        recipe = load_recipe(name)
+        recipe = load_recipe(name, model if name.startswith("llm") else {})
         assert recipe.pipeline.ops, name
