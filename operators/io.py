@@ -176,6 +176,15 @@ def _line_chunks(stream) -> Iterator[bytes]:
         yield data[: cut + 1]
 
 
+def text_problem(key: str, kind: str | None) -> str:
+    """Why a row's text field is unusable: missing (kind None), null, or another type."""
+    if kind is None:
+        return f"missing field '{key}'"
+    if kind == "null":
+        return f"field '{key}' is null"
+    return f"field '{key}' is {kind}, expected a string"
+
+
 class FileReader:
     """Reads one input file into tables of valid rows; rejects the rest with reasons."""
 
@@ -209,18 +218,18 @@ class FileReader:
         """Reject rows whose text field is missing, null or not a string."""
         key = self.text_key
         if key not in table.column_names:
-            bad = self._records_for(table, f"missing field '{key}'")
+            bad = self._records_for(table, text_problem(key, None))
             return table.slice(0, 0), bad
         column = table.column(key)
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             if pa.types.is_null(column.type):
-                return table.slice(0, 0), self._records_for(table, f"field '{key}' is null")
-            bad = self._records_for(table, f"field '{key}' is {column.type}, expected a string")
+                return table.slice(0, 0), self._records_for(table, text_problem(key, "null"))
+            bad = self._records_for(table, text_problem(key, str(column.type)))
             return table.slice(0, 0), bad
         nulls = pc.is_null(column)
         if not pc.any(nulls).as_py():
             return table, []
-        bad = self._records_for(table.filter(nulls), f"field '{key}' is null")
+        bad = self._records_for(table.filter(nulls), text_problem(key, "null"))
         return table.filter(pc.invert(nulls)), bad
 
     def _records_for(self, table: pa.Table, reason: str) -> list[dict]:
@@ -270,10 +279,8 @@ class FileReader:
                 continue
             value = row.get(self.text_key)
             if not isinstance(value, str):
-                what = "missing" if self.text_key not in row else ("null" if value is None else type(value).__name__)
-                reason = f"missing field '{self.text_key}'" if what == "missing" else (
-                    f"field '{self.text_key}' is null" if what == "null" else f"field '{self.text_key}' is {what}, expected a string")
-                rejected.append(self._record(line_base + i + 1, reason, raw))
+                kind = None if self.text_key not in row else "null" if value is None else type(value).__name__
+                rejected.append(self._record(line_base + i + 1, text_problem(self.text_key, kind), raw))
                 continue
             rows.append(row)
             offsets.append(line_base + i)
