@@ -30,6 +30,7 @@ from .io import FileReader, RejectWriter, Source, reject_records, split_rejects,
 
 SAMPLES_PER_BATCH = 2000
 SAMPLES_PER_STAT = 50_000
+SLICE_ROWS = 8192
 READ = "read"
 
 
@@ -138,6 +139,23 @@ class FusedStage:
             if rejected is not None:
                 rejects.write(reject_records(rejected, self.upstream, self.file_paths))
                 records.append((self.upstream, 0, 0, rejected.num_rows, 0.0))
+        # Slices bound the operators' working memory (a block can hold a whole input file).
+        pieces = [self._run_steps(table.slice(start, SLICE_ROWS), rejects, rng, records, samples)
+                  for start in range(0, max(table.num_rows, 1), SLICE_ROWS)]
+        table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces, promote_options="permissive")
+        if self.sink:
+            stats = [c[len(STATS_PREFIX):] for c in table.column_names if c.startswith(STATS_PREFIX)]
+            samples += stat_samples(table, stats, "after", rng)
+            records.append(("kept", table.num_rows, table.num_rows, 0, 0.0))
+            drop = [c for c in table.column_names
+                    if c.startswith("__") or (not self.keep_stats and c.startswith(STATS_PREFIX))]
+            table = table.drop_columns(drop)
+        import ray
+
+        ray.get(self.ledger.add.remote(records, samples))
+        return table
+
+    def _run_steps(self, table: pa.Table, rejects: RejectWriter, rng, records: list, samples: list) -> pa.Table:
         for label, op in self.steps:
             start, rows_in = time.perf_counter(), table.num_rows
             if not op.row_local:
@@ -160,16 +178,6 @@ class FusedStage:
                 records.append((label, rows_in, table.num_rows, n_rejected, seconds))
             else:  # the prepare step of a whole-dataset operator: its rows are counted by the driver
                 records.append((label, 0, 0, n_rejected, seconds))
-        if self.sink:
-            stats = [c[len(STATS_PREFIX):] for c in table.column_names if c.startswith(STATS_PREFIX)]
-            samples += stat_samples(table, stats, "after", rng)
-            records.append(("kept", table.num_rows, table.num_rows, 0, 0.0))
-            drop = [c for c in table.column_names
-                    if c.startswith("__") or (not self.keep_stats and c.startswith(STATS_PREFIX))]
-            table = table.drop_columns(drop)
-        import ray
-
-        ray.get(self.ledger.add.remote(records, samples))
         return table
 
 

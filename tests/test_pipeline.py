@@ -11,6 +11,7 @@ import zstandard
 
 from sluice.operators import Pipeline, Source, create_operator
 from sluice.operators.base import Filter, Mapper, in_range, param, register
+from sluice.operators.pipeline import SLICE_ROWS
 
 
 @register
@@ -123,6 +124,27 @@ def test_consecutive_row_local_operators_fuse_into_one_stage():
         ("dataset", ["document_deduplicator"]),
         ("fused", ["min_chars_filter#2"]),
     ]
+
+
+@register
+class batch_rows_mapper(Mapper):
+    """Records how many rows the batch that held each row had."""
+
+    def process(self, table):
+        return table.append_column("batch_rows", pa.array([table.num_rows] * table.num_rows, pa.int64()))
+
+
+def test_operators_see_a_large_block_in_bounded_slices_and_no_row_is_lost(ray_session, tmp_path):
+    n = 3 * SLICE_ROWS + 5  # one Parquet file: one block far larger than a slice
+    pq.write_table(pa.table({"text": [f"row {i}" + "!" * (i % 7) for i in range(n)]}), tmp_path / "big.parquet")
+    result = Pipeline([min_chars_filter(min_chars=8), batch_rows_mapper()]).run(
+        str(tmp_path / "big.parquet"), output=tmp_path / "out", quiet=True)
+    out = result.table()
+    expected = [f"row {i}" + "!" * (i % 7) for i in range(n) if len(f"row {i}") + i % 7 >= 8]
+    assert out.column("text").to_pylist() == expected
+    assert max(out.column("batch_rows").to_pylist()) <= SLICE_ROWS
+    s = result.summary
+    assert s["accounted"] and s["dropped"]["min_chars_filter"] == n - len(expected)
 
 
 def test_a_stat_already_computed_is_reused(monkeypatch):
