@@ -16,7 +16,9 @@ permutations.
 
 e2e: N documents of about 400 words (10% near-duplicate copies) as Parquet, through
 Pipeline([document_minhash_deduplicator]) on a local Ray with --cpus CPUs; MB/s per core and
-the peak RSS of the largest process (driver and Ray workers, sampled with psutil).
+peak memory, sampled every 0.3 s: the private memory of the largest process (driver or Ray
+worker, with the task it ran), of all of them together, Ray's object store, and the largest
+RSS of any process.
 """
 
 from __future__ import annotations
@@ -225,18 +227,33 @@ def signatures_speed(args) -> None:
 
 # ---- end to end ----
 
-class PeakRss:
-    """Peak memory of this process and its descendants (the local Ray runtime), sampled.
+def private_bytes(pid: int) -> int:
+    """A process's anonymous memory: its heap, not the object-store pages it maps. (USS would
+    also count shared-memory pages that no other process has touched yet, such as the object a
+    Ray worker is writing, so it overstates a worker.)"""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
-    RSS counts the pages of Ray's shared-memory object store that a process maps; USS counts
-    only the process's own memory, which is what a worker really adds."""
 
-    def __init__(self, interval: float = 0.5):
+def object_store_bytes() -> int:
+    """Bytes in use under /dev/shm, where Ray's local object store lives."""
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+class PeakMemory:
+    """Peak memory of this process and its descendants (the local Ray runtime), sampled."""
+
+    def __init__(self, interval: float = 0.3):
         import psutil
 
         self.me, self.interval = psutil.Process(), interval
-        self.peak_rss = self.peak_uss = 0
-        self.largest = ""
+        self.largest = self.total = self.store = self.rss = 0
+        self.largest_task = ""
+        self.store_before = object_store_bytes()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -244,15 +261,18 @@ class PeakRss:
         import psutil
 
         while not self.stop.is_set():
+            total = 0
             for p in [self.me] + self.me.children(recursive=True):
                 try:
-                    info = p.memory_full_info()
-                    name = " ".join(p.cmdline()[:1])[-40:]
-                except psutil.Error:
+                    private, task = private_bytes(p.pid), p.cmdline()[0].strip()
+                    self.rss = max(self.rss, p.memory_info().rss)
+                except (psutil.Error, OSError, IndexError):
                     continue
-                self.peak_rss = max(self.peak_rss, info.rss)
-                if info.uss > self.peak_uss:
-                    self.peak_uss, self.largest = info.uss, name
+                total += private
+                if private > self.largest:
+                    self.largest, self.largest_task = private, task
+            self.total = max(self.total, total)
+            self.store = max(self.store, object_store_bytes() - self.store_before)
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -295,7 +315,7 @@ def e2e(args) -> None:
                  logging_level="ERROR")
         op = create_operator("document_minhash_deduplicator", {"num_permutations": 128,
                                                                "jaccard_threshold": THRESHOLD})
-        with PeakRss() as rss:
+        with PeakMemory() as memory:
             start = time.perf_counter()
             result = Pipeline([op]).run(str(data / "*.parquet"), Path(tmp) / "out", quiet=True,
                                         num_cpus=args.cpus)
@@ -305,8 +325,9 @@ def e2e(args) -> None:
     mb = text_bytes / 1e6
     print(f"{args.docs} documents, {mb:.0f} MB of text, {args.cpus} CPUs: {seconds:.1f} s, "
           f"{mb / seconds / args.cpus:.1f} MB/s per core, {args.docs / seconds / args.cpus:.0f} docs/s per core")
-    print(f"  peak memory of one process: USS {rss.peak_uss / 2**20:.0f} MiB ({rss.largest}), "
-          f"RSS {rss.peak_rss / 2**20:.0f} MiB with shared object-store pages; "
+    print(f"  peak memory: largest process {memory.largest / 2**20:.0f} MiB ({memory.largest_task}), "
+          f"all processes {memory.total / 2**20:.0f} MiB, object store {memory.store / 2**30:.1f} GiB, "
+          f"largest RSS {memory.rss / 2**20:.0f} MiB (counts the object-store pages a process maps); "
           f"kept {summary['rows_kept']} of {summary['rows_read']}")
     print("  seconds by stage: " + ", ".join(f"{o['name']} {o['seconds']:.1f}" for o in summary["operators"]))
 
