@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -248,8 +249,6 @@ class PeakMemory:
     """Peak memory of this process and its descendants (the local Ray runtime), sampled."""
 
     def __init__(self, interval: float = 0.3):
-        import psutil
-
         self.me, self.interval = psutil.Process(), interval
         self.largest = self.total = self.store = self.rss = 0
         self.largest_task = ""
@@ -258,8 +257,6 @@ class PeakMemory:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
-        import psutil
-
         while not self.stop.is_set():
             total = 0
             for p in [self.me] + self.me.children(recursive=True):

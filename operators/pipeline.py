@@ -2,10 +2,10 @@
 
 A Pipeline is a list of operators. Consecutive row-local operators (mappers, filters, and the
 row-local `prepare` of the next whole-dataset operator) fuse into one `map_batches` stage that
-runs them one after another on each block, slice by slice. Whole-dataset operators (dedup, selection,
-mixing, LLM operators) get the materialized Dataset. A final fused stage drops internal columns
-before the writer. A small Ray actor, the ledger, collects per-operator row counts, seconds and
-stat samples from every task, so the run summary accounts for every row read.
+runs them one after another on each block, slice by slice. Whole-dataset operators (dedup,
+selection, mixing, LLM operators) get the materialized Dataset. A final fused stage drops
+internal columns before the writer. A small Ray actor, the ledger, collects per-operator row
+counts, seconds and stat samples from every task, so the run summary accounts for every row read.
 """
 
 from __future__ import annotations
