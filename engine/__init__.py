@@ -1,16 +1,32 @@
-"""The one way every LLM-backed part of sluice reaches a model: an embedded vLLM batch engine.
+"""The one way every LLM-backed part of sluice reaches a model: an embedded vLLM engine.
+
+Offline, a batch at a time:
 
     from sluice.engine import BatchEngine, EngineConfig, SamplingParams
     with BatchEngine(EngineConfig(model="path/or/org-name")) as engine:
         completions = engine.generate(["prompt", ...], SamplingParams(max_tokens=32))
 
+Online, many concurrent workflows with deadlines (docs/online.md):
+
+    async with OnlineEngine(config) as engine:
+        wf = Workflow([Stage("ir", "retrieve"), Stage("gen", "generate", fanout=2)], slo_s=8.0)
+        completion = await engine.call(prompt, params, workflow=wf, stage="ir")
+
 Importing this package does not import vLLM; building an engine does.
 """
 
+from .admission import EDF, FCFS, POLICIES, AdmissionQueue, Pending, Policy, Urgency, urgency
 from .batch import BatchEngine, BatchReport
 from .config import EngineConfig, EngineConfigError
+from .estimator import Observation, StageTimeEstimator
 from .prefix import Group, Plan, plan_batch
-from .types import ChatMessages, Completion, Engine, Prompt, SamplingParams
+from .prefix_cache import PrefixIndex, block_hashes
+from .types import CallError, ChatMessages, Completion, Engine, Prompt, SamplingParams, prompt_error
+from .workflow import DeadlinePassed, Stage, UnknownStage, Workflow, WorkflowPlan, split_deadline
 
 __all__ = ["BatchEngine", "BatchReport", "EngineConfig", "EngineConfigError", "Group", "Plan",
-           "plan_batch", "ChatMessages", "Completion", "Engine", "Prompt", "SamplingParams"]
+           "plan_batch", "ChatMessages", "Completion", "Engine", "Prompt", "SamplingParams",
+           "CallError", "prompt_error",
+           "EDF", "FCFS", "POLICIES", "AdmissionQueue", "Pending", "Policy", "Urgency", "urgency",
+           "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
+           "DeadlinePassed", "Stage", "UnknownStage", "Workflow", "WorkflowPlan", "split_deadline"]

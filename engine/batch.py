@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .config import EngineConfig
 from .prefix import max_reusable_tokens, plan_batch
-from .types import Completion, Prompt, SamplingParams
+from .types import Completion, Prompt, SamplingParams, prompt_error
 
 
 @dataclass
@@ -43,12 +43,6 @@ class BatchReport:
                 "cache_hit_fraction": self.cache_hit_fraction}
 
 
-def _is_empty(prompt: Prompt) -> bool:
-    if isinstance(prompt, str):
-        return not prompt.strip()
-    return not any(str(m.get("content", "")).strip() for m in prompt)
-
-
 class BatchEngine:
     """Build from an EngineConfig, `generate(prompts, params)`, close (or use `with`)."""
 
@@ -76,11 +70,7 @@ class BatchEngine:
         runnable = []
         limit = self.config.max_model_len
         for i, ids in enumerate(token_ids):
-            error = None
-            if _is_empty(prompts[i]):
-                error = "empty prompt"
-            elif len(ids) >= limit:
-                error = f"prompt is {len(ids)} tokens; max_model_len {limit} leaves no room to generate"
+            error = prompt_error(prompts[i], ids, limit)
             if error:
                 results[i] = Completion(text="", prompt_tokens=len(ids), output_tokens=0, error=error)
             else:

@@ -34,6 +34,26 @@ class Completion:
     error: str | None = None              # set when this one request could not run
 
 
+class CallError(ValueError):
+    """One call cannot run (the others are unaffected); the message says why, in one line."""
+
+
+def _is_empty(prompt: Prompt) -> bool:
+    if isinstance(prompt, str):
+        return not prompt.strip()
+    return not any(str(m.get("content", "")).strip() for m in prompt)
+
+
+def prompt_error(prompt: Prompt, token_ids: Sequence[int], max_model_len: int) -> str | None:
+    """Why this prompt cannot run on an engine of `max_model_len` tokens, or None."""
+    if _is_empty(prompt):
+        return "empty prompt"
+    if len(token_ids) >= max_model_len:
+        return (f"prompt is {len(token_ids)} tokens; max_model_len {max_model_len} leaves no room "
+                "to generate")
+    return None
+
+
 class Engine(Protocol):
     """Anything that turns prompts into completions, in the caller's order."""
 

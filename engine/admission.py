@@ -1,0 +1,135 @@
+"""The admission queue and its policies: which waiting call vLLM gets next.
+
+sluice keeps its own queue and hands vLLM only what vLLM can run now, so the order in which
+this queue releases calls is the schedule (vLLM's priority policy cannot do this: priority is
+fixed at submission and a waiting request never preempts a running one).
+
+A policy maps a waiting call to a priority, lower first, recomputed at every decision:
+
+- `FCFS`: arrival at the queue.
+- `EDF`: the workflow's end-to-end deadline.
+- `Urgency`: minus the urgency, where urgency = the call's estimated time on this engine minus
+  its remaining slack (its stage's deadline minus now). Among calls whose priorities lie within
+  `prefix_window_s` of the best, the one with the longest prefix already in vLLM's cache goes
+  first (all stages of a Text-to-SQL question share one schema prompt).
+
+Offline calls (batch work) wait behind every online call and go in submission order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .estimator import StageTimeEstimator
+from .prefix_cache import PrefixIndex
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False)
+class Pending:
+    """One call waiting for admission. `estimate_s` and `cached_tokens` are refreshed by the
+    queue at every decision (the prefix cache and the estimator change as calls run)."""
+    kind: str
+    prompt_tokens: int
+    max_tokens: int
+    hashes: tuple[int, ...] = ()          # prompt block hashes (prefix_cache.block_hashes)
+    deadline: float = math.inf            # the stage's deadline (absolute, seconds)
+    workflow_deadline: float = math.inf
+    offline: bool = False
+    enqueued: float = 0.0
+    seq: int = field(default_factory=lambda: next(_seq))
+    estimate_s: float = 0.0
+    cached_tokens: int = 0
+    ticket: Any = None                    # the engine's handle for this call
+
+    @property
+    def kv_tokens(self) -> int:
+        """KV-cache tokens this call can hold at most (prompt plus every output token)."""
+        return self.prompt_tokens + self.max_tokens
+
+
+class Policy(Protocol):
+    name: str
+    prefix_window_s: float | None         # None: no prefix tie-break
+
+    def priority(self, call: Pending, now: float) -> float: ...
+
+
+class FCFS:
+    name = "fcfs"
+    prefix_window_s = None
+
+    def priority(self, call: Pending, now: float) -> float:
+        return call.enqueued
+
+
+class EDF:
+    name = "edf"
+    prefix_window_s = None
+
+    def priority(self, call: Pending, now: float) -> float:
+        return call.workflow_deadline
+
+
+def urgency(call: Pending, now: float) -> float:
+    """Estimated time minus remaining slack: positive means the stage deadline will be missed."""
+    return call.estimate_s - (call.deadline - now)
+
+
+class Urgency:
+    name = "urgency"
+
+    def __init__(self, prefix_window_s: float | None = 0.1):
+        self.prefix_window_s = prefix_window_s
+
+    def priority(self, call: Pending, now: float) -> float:
+        return -urgency(call, now)
+
+
+POLICIES = {"fcfs": FCFS, "edf": EDF, "urgency": Urgency}
+
+
+class AdmissionQueue:
+    """Waiting calls; `choose` names the one a policy admits next."""
+
+    def __init__(self, estimator: StageTimeEstimator, prefix: PrefixIndex):
+        self.estimator = estimator
+        self.prefix = prefix
+        self._calls: list[Pending] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self):
+        return iter(list(self._calls))
+
+    def __contains__(self, call: Pending) -> bool:
+        return any(c is call for c in self._calls)
+
+    def push(self, call: Pending) -> None:
+        self._calls.append(call)
+
+    def remove(self, call: Pending) -> None:
+        self._calls = [c for c in self._calls if c is not call]
+
+    def _refresh(self, call: Pending) -> None:
+        call.cached_tokens = self.prefix.cached_tokens(call.hashes)
+        call.estimate_s = self.estimator.predict(call.kind, call.prompt_tokens, call.max_tokens,
+                                                 call.cached_tokens)
+
+    def choose(self, policy: Policy, now: float) -> Pending | None:
+        online = [c for c in self._calls if not c.offline]
+        if not online:
+            return min(self._calls, key=lambda c: c.seq, default=None)
+        for call in online:
+            self._refresh(call)
+        keyed = [(policy.priority(call, now), call.seq, call) for call in online]
+        best = min(keyed, key=lambda k: k[:2])
+        if policy.prefix_window_s is None:
+            return best[2]
+        near = [k for k in keyed if k[0] <= best[0] + policy.prefix_window_s]
+        return max(near, key=lambda k: (k[2].cached_tokens, -k[0], -k[1]))[2]
