@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 EXIT_INPUT, EXIT_TIMEOUT = 2, 3
@@ -38,7 +40,7 @@ def add_sql_commands(subparsers) -> None:
     rw.add_argument("--mcts-iterations", type=int, default=8,
                     help="tree search iterations over rule (and, with --model, LLM) steps; 0: off")
     rw.add_argument("--report", default="sql_rewrite_report", help="batch report folder (default ./sql_rewrite_report)")
-    rw.add_argument("--cache-dir", help="where perturbed copies and statistics are cached (default: temp dir)")
+    rw.add_argument("--cache-dir", help="where perturbed copies and statistics are cached (default: ~/.cache/sluice/sql, private to the user)")
     rw.set_defaults(func=cmd_rewrite)
 
 
@@ -59,12 +61,20 @@ def _read_queries(items: list[str]) -> list[tuple[str, str]]:
             files = sorted(path.glob("*.sql"))
             if not files:
                 raise FileNotFoundError(f"{path}: no .sql files in this folder")
-            out += [(str(f), f.read_text()) for f in files]
+            out += [(str(f), _read_sql(f)) for f in files]
         elif path.is_file():
-            out.append((str(path), path.read_text()))
+            out.append((str(path), _read_sql(path)))
         else:
             raise FileNotFoundError(f"{path}: no such query file or folder")
     return out
+
+
+def _read_sql(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 def _engine(args):
@@ -100,11 +110,16 @@ def cmd_rewrite(args, engine=None) -> int:
     from sluice.sql_agent.duck import SqlError
     from sluice.sql_agent.rewrite.pipeline import RewriteConfig, Rewriter
 
-    if args.min_speedup <= 0 or args.runs < 1 or args.timeout <= 0:
-        return _fail("--min-speedup and --timeout must be positive and --runs at least 1")
+    from sluice.sql_agent.duck import check_timeout
+
+    if not (math.isfinite(args.min_speedup) and args.min_speedup > 0) or args.runs < 1:
+        return _fail("--min-speedup must be positive (and finite) and --runs at least 1")
     own_engine = None
     try:
+        check_timeout(args.timeout, "--timeout")
         queries = _read_queries(args.queries)
+        if len(queries) > 1 and Path(args.report).exists() and not Path(args.report).is_dir():
+            raise ValueError(f"--report {args.report} is a file; give a folder for the report")
         config = RewriteConfig(min_speedup=args.min_speedup, runs=args.runs,
                                timeout_s=args.timeout, cache_dir=args.cache_dir)
         rewriter = Rewriter(args.db, [], config)
@@ -147,6 +162,10 @@ def _rewrite_batch(queries, rewriter, args) -> int:
         except SqlError as e:
             rows.append(summary_row(name, error=str(e)))
             details.append({"query": name, "error": str(e)})
+        except Exception as e:  # a bug on one query is that query's result, not the batch's end
+            error = f"internal error: {type(e).__name__}: {e}"
+            rows.append(summary_row(name, error=error))
+            details.append({"query": name, "error": error, "traceback": traceback.format_exc()})
         else:
             rows.append(summary_row(name, result))
             details.append({"query": name, **result.to_dict()})

@@ -18,22 +18,43 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import duckdb
 
-from .duck import fingerprint
+from .duck import Sandbox, SandboxConfig, SqlError, fingerprint, quote_ident
 
 VARIANTS = ("empty", "nulls", "duplicates", "subsample")
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def default_cache_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "sluice-sql-cache"
+    """A folder only this user can read and write: $XDG_CACHE_HOME/sluice/sql, else ~/.cache/...,
+    else a per-user folder in the temp dir. Refused if someone else owns it or may write to it."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(base) / "sluice" / "sql"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        folder = Path(tempfile.gettempdir()) / f"sluice-sql-cache-{os.getuid()}"
+        folder.mkdir(exist_ok=True, mode=0o700)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise SqlError(f"cache folder {folder} is not a private folder of this user; remove it "
+                       "or pass --cache-dir")
+    return folder
+
+
+def cache_folder(cache_dir: str | os.PathLike | None) -> Path:
+    """The cache folder to use, created if missing; a path that is a file is an error."""
+    if cache_dir is None:
+        return default_cache_dir()
+    folder = Path(cache_dir)
+    if folder.exists() and not folder.is_dir():
+        raise SqlError(f"--cache-dir {folder} is a file; give a folder for the cache")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _select(variant: str, src: str, columns: list[str], not_null: set[str], keyed: bool,
@@ -42,13 +63,13 @@ def _select(variant: str, src: str, columns: list[str], not_null: set[str], keye
     if variant == "subsample":
         step = max(2, step)
     keep = f"hash(rowid, 7) % {step} = 0"
-    cols = ", ".join(_q(c) for c in columns)
+    cols = ", ".join(quote_ident(c) for c in columns)
     if variant == "empty":
         return f"SELECT {cols} FROM {src} LIMIT 0"
     if variant == "nulls":
-        nulled = ", ".join(_q(c) if c in not_null else
-                           f"CASE WHEN hash(rowid, {i}) % 8 = 0 THEN NULL ELSE {_q(c)} END AS {_q(c)}"
-                           for i, c in enumerate(columns))
+        nulled = ", ".join(quote_ident(c) if c in not_null else
+                           f"CASE WHEN hash(rowid, {i}) % 8 = 0 THEN NULL ELSE {quote_ident(c)} END "
+                           f"AS {quote_ident(c)}" for i, c in enumerate(columns))
         return f"SELECT {nulled} FROM {src} WHERE {keep}"
     if variant == "duplicates" and not keyed:
         return (f"SELECT {cols} FROM {src} WHERE {keep} UNION ALL "
@@ -57,39 +78,53 @@ def _select(variant: str, src: str, columns: list[str], not_null: set[str], keye
 
 
 def perturbed_copies(db_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                     cap: int = 50_000) -> dict[str, Path]:
-    """{variant: path of a DuckDB file}, built on first use and reused while the source is unchanged."""
-    folder = Path(cache_dir or default_cache_dir()) / f"perturbed-v2-{fingerprint(db_path)}-{cap}"
+                     cap: int = 50_000, config: SandboxConfig = SandboxConfig()) -> dict[str, Path]:
+    """{variant: path of a DuckDB file}, built on first use and reused while the source is unchanged.
+
+    The source is read only through a sandbox; each copy is written from the Arrow rows it
+    returns, on a connection with external access disabled, so no path or name becomes SQL."""
+    folder = cache_folder(cache_dir) / f"perturbed-v3-{fingerprint(db_path)}-{cap}"
     paths = {v: folder / f"{v}.duckdb" for v in VARIANTS}
     if all(p.exists() for p in paths.values()):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
-    for variant, path in paths.items():
-        if path.exists():
-            continue
-        partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        con = duckdb.connect(str(partial), config={"threads": 2})
-        con.execute(f"ATTACH '{Path(db_path).resolve()}' AS src (READ_ONLY)")
-        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
-                             "WHERE database_name = 'src' ORDER BY 1, 2").fetchall()
-        columns = {(s, t): con.execute(
-            "SELECT column_name, NOT is_nullable FROM duckdb_columns() WHERE database_name = 'src' "
-            "AND schema_name = ? AND table_name = ? ORDER BY column_index", [s, t]).fetchall()
-            for s, t in tables}
-        keyed = {(s, t) for s, t in con.execute(
+    with Sandbox(db_path, config) as source:
+        tables = source.query("SELECT schema_name, table_name FROM duckdb_tables() "
+                              "WHERE database_name = current_database() ORDER BY 1, 2").rows
+        columns = {(s, t): [] for s, t in tables}
+        for s, t, c, not_null in source.query(
+                "SELECT schema_name, table_name, column_name, NOT is_nullable FROM duckdb_columns() "
+                "WHERE database_name = current_database() ORDER BY column_index").rows:
+            columns[(s, t)].append((c, not_null))
+        keyed = set(source.query(
             "SELECT DISTINCT schema_name, table_name FROM duckdb_constraints() WHERE "
-            "database_name = 'src' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')").fetchall()}
-        for schema, table in tables:
-            if schema != "main":
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
-            source = f"src.{_q(schema)}.{_q(table)}"
-            rows = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
-            cols = columns[(schema, table)]
-            body = _select(variant, source, [c for c, _ in cols], {c for c, nn in cols if nn},
-                           (schema, table) in keyed, rows, cap)
-            con.execute(f"CREATE TABLE {_q(schema)}.{_q(table)} AS {body}")
-        con.execute("DETACH src")
-        con.close()
-        partial.rename(path)
+            "database_name = current_database() AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')").rows)
+        counts = {(s, t): source.query(f"SELECT count(*) FROM {quote_ident(s)}.{quote_ident(t)}").rows[0][0]
+                  for s, t in tables}
+        for variant, path in paths.items():
+            if not path.exists():
+                _write_copy(source, variant, path, tables, columns, keyed, counts, cap, config)
     return paths
+
+
+def _write_copy(source: Sandbox, variant: str, path: Path, tables, columns, keyed, counts,
+                cap: int, config: SandboxConfig) -> None:
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    con = duckdb.connect(str(partial), config={"enable_external_access": False,
+                                               "memory_limit": config.memory_limit,
+                                               "threads": config.threads})
+    try:
+        for schema, table in tables:
+            name = f"{quote_ident(schema)}.{quote_ident(table)}"
+            cols = columns[(schema, table)]
+            body = _select(variant, name, [c for c, _ in cols], {c for c, nn in cols if nn},
+                           (schema, table) in keyed, counts[(schema, table)], cap)
+            rows = source.arrow(body)
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            con.register("sluice_copy_rows", rows)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM sluice_copy_rows")
+            con.unregister("sluice_copy_rows")
+    finally:
+        con.close()
+    partial.rename(path)

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .duck import Sandbox, fingerprint
-from .perturb import default_cache_dir
+from .duck import Sandbox, fingerprint, quote_ident
+from .perturb import cache_folder
 
 SAMPLES = 3
 
@@ -69,27 +69,22 @@ class DatabaseProfile:
 _MEMORY: dict[str, DatabaseProfile] = {}
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _compute(sb: Sandbox) -> DatabaseProfile:
     tables: dict[str, TableStats] = {}
     names = [r[0] for r in sb.query(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT temporary "
         "AND database_name = current_database() ORDER BY 1").rows]
+    columns_of: dict[str, list[tuple]] = {name: [] for name in names}
+    for table, *column in sb.query(
+            "SELECT table_name, column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
+            "schema_name = 'main' AND database_name = current_database() ORDER BY column_index").rows:
+        if table in columns_of:
+            columns_of[table].append(tuple(column))
     for table in names:
-        cols = sb.query(
-            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE "
-            f"table_name = {_lit(table)} AND schema_name = 'main' "
-            "AND database_name = current_database() ORDER BY column_index").rows
-        aggs = ", ".join(f"approx_count_distinct({_q(c)}), count({_q(c)})" for c, _, _ in cols)
-        counts = sb.query(f"SELECT count(*), {aggs} FROM {_q(table)}").rows[0]
-        sample = sb.query(f"SELECT * FROM {_q(table)} LIMIT 20").rows
+        cols = columns_of[table]
+        aggs = ", ".join(f"approx_count_distinct({quote_ident(c)}), count({quote_ident(c)})" for c, _, _ in cols)
+        counts = sb.query(f"SELECT count(*), {aggs} FROM {quote_ident(table)}").rows[0]
+        sample = sb.query(f"SELECT * FROM {quote_ident(table)} LIMIT 20").rows
         rows = counts[0]
         columns = []
         for i, (name, typ, nullable) in enumerate(cols):
@@ -120,7 +115,7 @@ def profile(sb: Sandbox, cache_dir: str | Path | None = None) -> DatabaseProfile
     key = fingerprint(sb.path)
     if key in _MEMORY:
         return _MEMORY[key]
-    path = Path(cache_dir or default_cache_dir()) / f"profile-{key}.json"
+    path = cache_folder(cache_dir) / f"profile-{key}.json"
     if path.exists():
         prof = DatabaseProfile.from_json(path.read_text())
     else:

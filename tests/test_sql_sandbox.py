@@ -4,7 +4,8 @@ import duckdb
 import pytest
 
 from sluice.sql_agent.duck import (NotADatabase, QueryFailed, QueryParseError, QueryRefused,
-                                   QueryTimeout, Sandbox, SandboxConfig, check_query)
+                                   QueryTimeout, Sandbox, SandboxConfig, check_query,
+                                   open_readonly)
 from sluice.sql_agent.perturb import perturbed_copies
 from sluice.sql_agent.schema import profile
 from sluice.sql_agent.testing import make_shop_db
@@ -62,8 +63,9 @@ def test_file_access_from_a_query_is_refused(sb, tmp_path, sql):
 
 
 def test_configuration_and_writes_are_locked_even_past_the_parser(sb, db):
-    # The statement check runs first; these go straight to DuckDB to show the second wall.
-    con = sb._con
+    # The statement check runs first; these go straight to a connection opened as the
+    # sandbox's worker opens it, to show the second wall.
+    con = open_readonly(db, SandboxConfig())
     for sql in ["SET threads = 8", "SET enable_external_access = true",
                 "ATTACH ':memory:' AS m", "CREATE TABLE t (a INT)", "LOAD tpch"]:
         with pytest.raises(duckdb.Error):

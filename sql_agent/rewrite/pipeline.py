@@ -140,7 +140,13 @@ class Rewriter:
 
     def rewrite(self, sql: str) -> RewriteResult:
         """Raises SqlError when the original itself cannot run (does not parse, is not a
-        query, does not bind, runs past the timeout)."""
+        query, does not bind, runs past the timeout, nests too deeply to work on)."""
+        try:
+            return self._rewrite(sql)
+        except RecursionError:
+            raise SqlError("the query nests too deeply to rewrite") from None
+
+    def _rewrite(self, sql: str) -> RewriteResult:
         tree = check_query(sql)
         self.sandbox.explain(sql)
         expected = self.sandbox.query(sql)
@@ -150,6 +156,8 @@ class Rewriter:
         for gen in self.generators:
             try:
                 candidates += gen.propose(ctx)
+            except RecursionError:
+                candidates.append(Candidate("", gen.name, error="the query nests too deeply"))
             except SqlError as e:
                 candidates.append(Candidate("", gen.name, error=str(e)))
         reports = [run.verify(c) for c in candidates]
