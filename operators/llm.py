@@ -25,6 +25,7 @@ import zlib
 from typing import ClassVar, Optional
 
 import jinja2
+import jinja2.sandbox
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -82,7 +83,9 @@ class LLMOperator(Operator):
     @property
     def template(self) -> jinja2.Template:
         if "_template" not in self.__dict__:
-            env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+            # a prompt comes from a recipe: sandboxed, so it reads row fields and nothing else
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+            env.globals.clear()
             self.__dict__["_template"] = env.from_string(self.prompt)
         return self.__dict__["_template"]
 
@@ -125,6 +128,8 @@ class LLMOperator(Operator):
                 reason = None if text.strip() else "empty prompt"
             except jinja2.UndefinedError as e:
                 text, reason = "", f"prompt template: {e.message} (missing or null in this row)"
+            except jinja2.sandbox.SecurityError as e:
+                text, reason = "", f"prompt template: {e} (a prompt may read row fields only)"
             prompts.append(text)
             reasons.append(reason)
             routes.append(zlib.crc32(text[:self.prefix_key_chars].encode()))

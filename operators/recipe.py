@@ -12,12 +12,14 @@ import importlib.resources
 import importlib.util
 import os
 import re
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 import yaml
 
 from .base import ParamError, closest_name, create_operator, get_operator, load_builtin_operators
@@ -73,6 +75,7 @@ class Recipe:
     ray_address: str | None = None
     num_cpus: int | None = None
     path: str = ""
+    modules: list[str] = field(default_factory=list)   # user code this recipe loaded and ran
 
     def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None) -> RunResult:
         return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
@@ -119,18 +122,70 @@ def resolve_recipe(name_or_path: str) -> Path:
                       + (f"; did you mean '{hint}'?" if hint else f"; built-ins: {', '.join(names)}"))
 
 
-def render(text: str, filename: str, variables: dict[str, str]) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+# What a recipe template may use: its variables, `env`, and these filters; nothing else.
+TEMPLATE_FILTERS = ("default", "d", "lower", "upper", "trim", "replace", "string", "int", "float")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000     # after aliases are expanded: an alias bomb stops here
+
+
+class _Values:
+    """--set values and environment variables stand in the template as opaque tokens and are
+    put back into the parsed YAML as values, so no value can add keys or change structure."""
+
+    def __init__(self):
+        self.by_token: dict[str, str] = {}
+        self._nonce = secrets.token_hex(6)
+
+    def token(self, value: str) -> str:
+        token = f"__sluice_value_{self._nonce}_{len(self.by_token)}__"
+        self.by_token[token] = value
+        return token
+
+
+def _template_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined,
+                                                       keep_trailing_newline=True)
+    env.globals.clear()
+    env.filters = {name: env.filters[name] for name in TEMPLATE_FILTERS}
+    env.tests = {name: env.tests[name] for name in ("defined", "undefined", "none")}
+    return env
+
+
+def render(text: str, filename: str, variables: dict[str, str], values: _Values) -> str:
+    env = _template_env()
+    context = {name: values.token(str(v)) for name, v in variables.items()}
+    context["env"] = {name: values.token(v) for name, v in os.environ.items()}
     try:
-        return env.from_string(text).render(env=dict(os.environ), **variables)
+        return env.from_string(text).render(**context)
     except jinja2.TemplateSyntaxError as e:
         raise RecipeError(f"{filename}:{e.lineno}:1: template error: {e.message}") from None
+    except jinja2.sandbox.SecurityError as e:
+        raise RecipeError(f"{filename}: template error: {str(e).rstrip('.')}; a recipe template may use only its "
+                          "variables, env and the filters " + ", ".join(TEMPLATE_FILTERS)) from None
     except jinja2.UndefinedError as e:
         name = re.search(r"'([^']+)' is undefined", str(e))
-        line = _line_of(text, name.group(1)) if name else 1
-        var = name.group(1) if name else "?"
-        raise RecipeError(f"{filename}:{line}:1: template variable '{var}' is undefined; pass "
-                          f"--set {var}=VALUE or give it a default: {{{{ {var} | default('...') }}}}") from None
+        if name is None:
+            raise RecipeError(f"{filename}: template error: {e}") from None
+        var = name.group(1)
+        if var in jinja2.Environment().filters or var in jinja2.Environment().globals:
+            raise RecipeError(f"{filename}:{_line_of(text, var)}:1: template error: '{var}' is "
+                              "not available in recipes") from None
+        raise RecipeError(f"{filename}:{_line_of(text, var)}:1: template variable '{var}' is "
+                          f"undefined; pass --set {var}=VALUE or give it a default: "
+                          f"{{{{ {var} | default('...') }}}}") from None
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"{filename}: template error: {e}") from None
+
+
+def read_recipe_text(path: Path) -> str:
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: recipe is {path.stat().st_size:,} bytes; the limit is "
+                          f"{MAX_RECIPE_BYTES:,} (a recipe lists operators, not data)")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
 def _line_of(text: str, word: str) -> int:
@@ -140,17 +195,79 @@ def _line_of(text: str, word: str) -> int:
     return 1
 
 
-def parse(text: str, filename: str) -> _Doc:
+def parse(text: str, filename: str, values: _Values | None = None) -> _Doc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem}") from None
+    if node is None:
+        return _Doc(filename, None)
+    _check_size(node, filename)
+    if values is not None and values.by_token:
+        _put_values_back(node, values.by_token)
+    try:
+        data = yaml.SafeLoader("").construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem}") from None
     doc = _Doc(filename, data)
-    if node is not None:
-        _collect_marks(node, (), doc)
+    _collect_marks(node, (), doc)
     return doc
+
+
+def _check_size(root, filename: str) -> None:
+    """Count nodes as they would be after alias expansion, without expanding them."""
+    expanded: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) in expanded:
+            return expanded[id(node)]
+        expanded[id(node)] = 1  # a recursive alias counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        expanded[id(node)] = total
+        if total > MAX_YAML_NODES:
+            mark = node.start_mark
+            raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: the recipe expands to "
+                              f"more than {MAX_YAML_NODES:,} YAML nodes (aliases included); "
+                              "a recipe this large is refused")
+        return total
+
+    size(root)
+
+
+def _put_values_back(node, by_token: dict[str, str], seen=None) -> None:
+    """Each token becomes its value. A plain scalar that is just one token is read as one YAML
+    scalar (`--set seed=7` is the number 7); a value that would parse as a list or mapping, or a
+    token inside longer text, stays a string."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        if "__sluice_value_" not in node.value:
+            return
+        whole = by_token.get(node.value)
+        if whole is not None and node.style is None:
+            node.value, node.tag = whole, _scalar_tag(whole)
+        else:
+            node.value = re.sub(r"__sluice_value_[0-9a-f]+_\d+__",
+                                lambda m: by_token.get(m.group(0), m.group(0)), node.value)
+            node.tag = "tag:yaml.org,2002:str"
+        return
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else [])
+    for child in children:
+        _put_values_back(child, by_token, seen)
+
+
+def _scalar_tag(value: str) -> str:
+    tag = yaml.SafeLoader("").resolve(yaml.ScalarNode, value, (True, False))
+    return tag if "\n" not in value else "tag:yaml.org,2002:str"
 
 
 def _collect_marks(node, path, doc: _Doc) -> None:
@@ -168,7 +285,8 @@ def load_recipe(name_or_path: str, variables: dict[str, str] | None = None) -> R
     """Render, validate and compile a recipe; raise RecipeError naming file:line:column."""
     path = resolve_recipe(name_or_path)
     filename = str(path)
-    doc = parse(render(path.read_text(encoding="utf-8"), filename, variables or {}), filename)
+    values = _Values()
+    doc = parse(render(read_recipe_text(path), filename, variables or {}, values), filename, values)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a recipe is a mapping of keys such as name, inputs, output, process")
     if "dataset_path" in doc.data or "export_path" in doc.data:
@@ -212,7 +330,8 @@ def _compile(doc: _Doc, path: Path) -> Recipe:
     return Recipe(name=d["name"], pipeline=Pipeline(ops, text_key=d.get("text_key", "text")),
                   sources=sources, output=output, output_format=fmt,
                   keep_stats=bool(d.get("keep_stats", False)), seed=d.get("seed", 42),
-                  ray_address=ray_opts.get("address"), num_cpus=ray_opts.get("num_cpus"), path=str(path))
+                  ray_address=ray_opts.get("address"), num_cpus=ray_opts.get("num_cpus"), path=str(path),
+                  modules=[str(m) for m in d.get("modules") or []])
 
 
 def _source(doc: _Doc, i: int, spec) -> Source:

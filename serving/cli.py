@@ -44,6 +44,9 @@ def cmd_validate(args) -> int:
           f"{len(recipe.pipeline.ops)} operator(s) -> {recipe.output} ({recipe.output_format})")
     for op in recipe.pipeline.ops:
         print(f"  {op!r}")
+    for module in recipe.modules:
+        print(f"  modules: {module} is Python code; it was imported to check the recipe and "
+              "runs again with `sluice run`")
     return 0
 
 
