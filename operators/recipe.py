@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import secrets
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class Recipe:
     modules: list[str] = field(default_factory=list)   # user code this recipe loaded and ran
 
     def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None) -> RunResult:
+        check_ray_reachable(ray_address or self.ray_address)
         return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
                                  analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
                                  ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
@@ -101,6 +103,27 @@ class _Doc:
                 break
         where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}" if mark else self.filename
         return RecipeError(f"{where}: {message}")
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Every input names at least one file (raised as InputError naming the input)."""
+    for source in recipe.sources:
+        source.files()
+
+
+def check_ray_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A `host:port` cluster address answers within seconds, or this says so (ray.init would
+    wait for minutes). `auto` and `local` are Ray's to resolve."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise RecipeError(f"ray address '{address}' is not host:port (or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RecipeError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); "
+                          "check the address, or leave it out to run on this machine") from None
 
 
 def builtin_recipes() -> list[str]:
@@ -323,6 +346,7 @@ def _compile(doc: _Doc, path: Path) -> Recipe:
     for key in ray_opts:
         if key not in ("address", "num_cpus"):
             raise doc.error(("ray", key), f"unknown ray option '{key}'; use address or num_cpus", at_key=True)
+    _check_num_cpus(doc, ("ray", "num_cpus"), ray_opts.get("num_cpus"))
     _load_modules(doc, path)
     ops = _operators(doc, d.get("process") or [], d.get("text_key", "text"))
     if any(s.weight is not None for s in sources) and not any(op.name == "source_mixer" for op in ops):
@@ -332,6 +356,12 @@ def _compile(doc: _Doc, path: Path) -> Recipe:
                   keep_stats=bool(d.get("keep_stats", False)), seed=d.get("seed", 42),
                   ray_address=ray_opts.get("address"), num_cpus=ray_opts.get("num_cpus"), path=str(path),
                   modules=[str(m) for m in d.get("modules") or []])
+
+
+def _check_num_cpus(doc: _Doc, where: tuple, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise doc.error(where, f"{'.'.join(where)} is the number of CPUs Ray may use: a whole "
+                               f"number of at least 1 (or null for all), got {value!r}")
 
 
 def _source(doc: _Doc, i: int, spec) -> Source:
@@ -426,6 +456,7 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
                             at_key=True)
     if "dataset_path" not in d or "export_path" not in d:
         raise doc.error((), "a Data-Juicer config needs both dataset_path and export_path")
+    _check_num_cpus(doc, ("np",), d.get("np"))
     sources = _dj_sources(doc, str(d["dataset_path"]))
     export = Path(str(d["export_path"]))
     fmt = "parquet" if export.suffix == ".parquet" else "jsonl"

@@ -37,9 +37,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from sluice.operators.recipe import load_recipe
+    from sluice.operators.recipe import check_inputs, load_recipe
 
     recipe = load_recipe(args.recipe, _variables(args.set))
+    check_inputs(recipe)
     print(f"{recipe.path}: ok: recipe '{recipe.name}', {len(recipe.sources)} input(s), "
           f"{len(recipe.pipeline.ops)} operator(s) -> {recipe.output} ({recipe.output_format})")
     for op in recipe.pipeline.ops:
@@ -75,8 +76,19 @@ def cmd_ops(args) -> int:
     return 0
 
 
+EXIT_CODES = """exit codes:
+  0    done
+  1    sql rewrite batch: some queries failed (each is in the report)
+  2    an error you can fix (recipe, parameter, input, database); one line on stderr
+  3    run: not every input row is accounted for; sql rewrite: the query ran past --timeout
+  130  interrupted (Ctrl-C); Ray was stopped"""
+EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sluice", description="Data for LLMs and LLMs for data, on Ray Data.")
+    parser = argparse.ArgumentParser(prog="sluice", description="Data for LLMs and LLMs for data, on Ray Data.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe (a YAML file or a built-in recipe name)")
@@ -101,14 +113,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    text = _ANSI.sub("", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         # Errors a user can fix (recipe, parameter, input): one line, no traceback.
-        print(f"sluice: error: {e}", file=sys.stderr)
-        return 2
+        print(f"sluice: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        _stop_ray()
+        print("sluice: interrupted; Ray stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
