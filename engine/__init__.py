@@ -19,6 +19,7 @@ from .admission import EDF, FCFS, POLICIES, AdmissionQueue, Pending, Policy, Urg
 from .batch import BatchEngine, BatchReport
 from .config import EngineConfig, EngineConfigError
 from .estimator import Observation, StageTimeEstimator
+from .online import CallTrace, EngineDead, Health, OnlineEngine, Schedule
 from .prefix import Group, Plan, plan_batch
 from .prefix_cache import PrefixIndex, block_hashes
 from .types import CallError, ChatMessages, Completion, Engine, Prompt, SamplingParams, prompt_error
@@ -28,5 +29,5 @@ __all__ = ["BatchEngine", "BatchReport", "EngineConfig", "EngineConfigError", "G
            "plan_batch", "ChatMessages", "Completion", "Engine", "Prompt", "SamplingParams",
            "CallError", "prompt_error",
            "EDF", "FCFS", "POLICIES", "AdmissionQueue", "Pending", "Policy", "Urgency", "urgency",
-           "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
+           "CallTrace", "EngineDead", "Health", "OnlineEngine", "Schedule", "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
            "DeadlinePassed", "Stage", "UnknownStage", "Workflow", "WorkflowPlan", "split_deadline"]

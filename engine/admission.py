@@ -124,7 +124,10 @@ class AdmissionQueue:
     def choose(self, policy: Policy, now: float) -> Pending | None:
         online = [c for c in self._calls if not c.offline]
         if not online:
-            return min(self._calls, key=lambda c: c.seq, default=None)
+            first = min(self._calls, key=lambda c: c.seq, default=None)
+            if first is not None:
+                self._refresh(first)
+            return first
         for call in online:
             self._refresh(call)
         keyed = [(policy.priority(call, now), call.seq, call) for call in online]

@@ -9,6 +9,7 @@ waits for; with `in_process` everything stays in the calling process (used in Ra
 from __future__ import annotations
 
 import os
+from multiprocessing import resource_tracker
 from typing import Sequence
 
 import psutil
@@ -30,32 +31,16 @@ class VLLMBackend:
         if config.in_process:
             # vLLM reads this when the engine is built; it has no constructor argument.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        before = {c.pid for c in psutil.Process().children(recursive=True)}
+        before = child_pids()
         self.llm = LLM(**config.vllm_kwargs())
-        self._processes = [c for c in psutil.Process().children(recursive=True)
-                           if c.pid not in before]
+        self._processes = children_since(before)
         self.tokenizer = self.llm.get_tokenizer()
         # vLLM keeps one block as its null block; the rest hold KV.
         blocks = self.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks
         self.kv_cache_tokens = (blocks - 1) * config.block_size
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
-        """Token ids vLLM would build: special tokens for text, the chat template for messages."""
-        ids: list[list[int]] = [[] for _ in prompts]
-        text_idx = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        chat_idx = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-        if text_idx:
-            encoded = self.tokenizer([prompts[i] for i in text_idx], add_special_tokens=True)
-            for i, t in zip(text_idx, encoded["input_ids"]):
-                ids[i] = list(t)
-        if chat_idx:
-            rendered = [self.tokenizer.apply_chat_template(prompts[i], tokenize=False,
-                                                           add_generation_prompt=True)
-                        for i in chat_idx]
-            encoded = self.tokenizer(rendered, add_special_tokens=False)
-            for i, t in zip(chat_idx, encoded["input_ids"]):
-                ids[i] = list(t)
-        return ids
+        return encode(self.tokenizer, prompts)
 
     def run(self, token_ids: Sequence[list[int]], params: Sequence[SamplingParams]) -> list[Completion]:
         """Submit token prompts in this order and return their completions in the same order."""
@@ -76,10 +61,47 @@ class VLLMBackend:
         if llm is None:
             return
         llm.llm_engine.engine_core.shutdown(timeout=CLOSE_TIMEOUT_S)
-        _, alive = psutil.wait_procs(self._processes, timeout=CLOSE_TIMEOUT_S)
-        for process in alive:
-            process.kill()
-        psutil.wait_procs(alive, timeout=CLOSE_TIMEOUT_S)
+        reap(self._processes)
+
+
+def child_pids() -> set[int]:
+    """This process's children now. multiprocessing's resource tracker is started first: vLLM
+    would start it, it lives as long as this process and ignores SIGTERM, so it is not one of
+    the engine's processes to stop."""
+    resource_tracker.ensure_running()
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def children_since(before: set[int]) -> list[psutil.Process]:
+    """Processes started below this one since `before` was taken (vLLM's engine core, workers)."""
+    return [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+
+
+def reap(processes: Sequence[psutil.Process]) -> None:
+    """Wait for the engine's processes to end after a shutdown; kill any that do not."""
+    _, alive = psutil.wait_procs(processes, timeout=CLOSE_TIMEOUT_S)
+    for process in alive:
+        process.kill()
+    psutil.wait_procs(alive, timeout=CLOSE_TIMEOUT_S)
+
+
+def encode(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Token ids vLLM would build: special tokens for text, the chat template for messages."""
+    ids: list[list[int]] = [[] for _ in prompts]
+    text_idx = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    chat_idx = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if text_idx:
+        encoded = tokenizer([prompts[i] for i in text_idx], add_special_tokens=True)
+        for i, t in zip(text_idx, encoded["input_ids"]):
+            ids[i] = list(t)
+    if chat_idx:
+        rendered = [tokenizer.apply_chat_template(prompts[i], tokenize=False,
+                                                  add_generation_prompt=True)
+                    for i in chat_idx]
+        encoded = tokenizer(rendered, add_special_tokens=False)
+        for i, t in zip(chat_idx, encoded["input_ids"]):
+            ids[i] = list(t)
+    return ids
 
 
 def to_vllm(p: SamplingParams):
