@@ -134,6 +134,7 @@ class Result:
     types: list[str]
     rows: list[tuple]
     seconds: float
+    truncated: bool = False     # more rows than the cap; `rows` holds the first ones
 
 
 @dataclass(frozen=True)
@@ -273,12 +274,12 @@ class Sandbox:
             self._stop()
             raise QueryFailed(f"the sandbox worker died while {what}") from None
 
-    def _request(self, op: str, sql: str, timeout_s: float | None = None):
+    def _request(self, op: str, sql: str, timeout_s: float | None = None, max_rows: int | None = None):
         check_query(sql)
         timeout = self.config.timeout_s if timeout_s is None else check_timeout(timeout_s)
         if self._conn is None:
             self._start()
-        self._conn.send((op, sql, timeout, self.config.max_rows))
+        self._conn.send((op, sql, timeout, max_rows or self.config.max_rows))
         status, payload = self._receive(timeout + GRACE_S, "the query")
         if status == "timeout":
             raise QueryTimeout(payload)
@@ -286,11 +287,14 @@ class Sandbox:
             raise QueryFailed(payload)
         return payload
 
-    def query(self, sql: str, timeout_s: float | None = None) -> Result:
-        columns, types, rows, elapsed = self._request("query", sql, timeout_s)
-        if len(rows) > self.config.max_rows:
-            raise QueryFailed(f"result has more than {self.config.max_rows} rows; too large to compare")
-        return Result(columns, types, rows, elapsed)
+    def query(self, sql: str, timeout_s: float | None = None, *, row_cap: int | None = None) -> Result:
+        """The result. Past `max_rows` rows it is an error; with `row_cap`, the first `row_cap`
+        rows come back with `truncated` set."""
+        cap = row_cap or self.config.max_rows
+        columns, types, rows, elapsed = self._request("query", sql, timeout_s, cap)
+        if len(rows) > cap and row_cap is None:
+            raise QueryFailed(f"result has more than {cap} rows; too large to compare")
+        return Result(columns, types, rows[:cap], elapsed, truncated=len(rows) > cap)
 
     def arrow(self, sql: str, timeout_s: float | None = None) -> pa.Table:
         """The whole result as an Arrow table (for trusted queries over a bounded sample)."""
