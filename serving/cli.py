@@ -78,7 +78,7 @@ def cmd_ops(args) -> int:
 
 EXIT_CODES = """exit codes:
   0    done
-  1    sql rewrite batch: some queries failed (each is in the report)
+  1    sql rewrite batch: some queries failed (each is in the report); sql ask: no valid SQL
   2    an error you can fix (recipe, parameter, input, database); one line on stderr
   3    run: not every input row is accounted for; sql rewrite: the query ran past --timeout
   130  interrupted (Ctrl-C); Ray was stopped"""

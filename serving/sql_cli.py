@@ -14,8 +14,11 @@ EXIT_INPUT, EXIT_TIMEOUT = 2, 3
 
 
 def add_sql_commands(subparsers) -> None:
-    sql = subparsers.add_parser("sql", help="SQL tools on DuckDB (rewrite)")
+    from sluice.serving.sql_ask_cli import add_ask_command
+
+    sql = subparsers.add_parser("sql", help="SQL tools on DuckDB (rewrite, ask)")
     sql_sub = sql.add_subparsers(dest="sql_command", required=True)
+    add_ask_command(sql_sub)
     rw = sql_sub.add_parser(
         "rewrite", help="rewrite queries to run faster, verified on the database",
         description="Propose rewrites (rules, sqlglot, optionally an LLM and tree search), verify "
@@ -77,15 +80,22 @@ def _read_sql(path: Path) -> str:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
-def _engine(args):
+def engine_config(args):
+    """The engine for --model (and --dummy-weights), checked; vLLM logs go to stderr."""
     # stdout carries the query (or JSON); vLLM logs to stdout unless told otherwise
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    from sluice.engine import BatchEngine, EngineConfig
+    from sluice.engine import EngineConfig
 
     config = EngineConfig(model=args.model, max_model_len=4096, kv_cache_tokens=32768,
                           enforce_eager=True, load_format="dummy" if args.dummy_weights else "auto")
     config.check()
-    return BatchEngine(config)
+    return config
+
+
+def _engine(args):
+    from sluice.engine import BatchEngine
+
+    return BatchEngine(engine_config(args))
 
 
 def build_generators(args, engine=None) -> list:
