@@ -44,6 +44,7 @@ class Pending:
     seq: int = field(default_factory=lambda: next(_seq))
     estimate_s: float = 0.0
     cached_tokens: int = 0
+    load: int = 0                         # calls running when the estimate was made
     ticket: Any = None                    # the engine's handle for this call
 
     @property
@@ -116,20 +117,22 @@ class AdmissionQueue:
     def remove(self, call: Pending) -> None:
         self._calls = [c for c in self._calls if c is not call]
 
-    def _refresh(self, call: Pending) -> None:
+    def _refresh(self, call: Pending, load: int) -> None:
         call.cached_tokens = self.prefix.cached_tokens(call.hashes)
+        call.load = load
         call.estimate_s = self.estimator.predict(call.kind, call.prompt_tokens, call.max_tokens,
-                                                 call.cached_tokens)
+                                                 call.cached_tokens, load)
 
-    def choose(self, policy: Policy, now: float) -> Pending | None:
+    def choose(self, policy: Policy, now: float, load: int = 0) -> Pending | None:
+        """The call to admit next, `load` calls running now."""
         online = [c for c in self._calls if not c.offline]
         if not online:
             first = min(self._calls, key=lambda c: c.seq, default=None)
             if first is not None:
-                self._refresh(first)
+                self._refresh(first, load)
             return first
         for call in online:
-            self._refresh(call)
+            self._refresh(call, load)
         keyed = [(policy.priority(call, now), call.seq, call) for call in online]
         best = min(keyed, key=lambda k: k[:2])
         if policy.prefix_window_s is None:

@@ -1,7 +1,8 @@
 """Stage-time estimator: how long one call of a stage kind takes on this engine.
 
 Per stage kind, time = a + b * (prompt tokens not served from the prefix cache) + c * output
-tokens, fitted by least squares over the calls observed so far. Observations decay
+tokens + d * output tokens * load, where load is the number of other calls running beside it
+(they share every decode step), fitted by least squares over the calls observed so far. Observations decay
 exponentially (`decay` per call of that kind), so the fit follows the engine's load instead of
 freezing at a profile, which is HEXGEN's weakness: its static profile at one representative
 length per kind is wrong as soon as lengths vary or the engine is busier than when profiled.
@@ -19,7 +20,8 @@ import numpy as np
 
 from .workflow import Stage
 
-TOKEN_SCALE = 1e-3      # features in thousands of tokens keep the 3x3 system well conditioned
+TOKEN_SCALE = 1e-3      # features in thousands of tokens keep the system well conditioned
+FEATURES = 4
 RIDGE = 1e-6
 POOLED = "*"
 
@@ -30,12 +32,13 @@ class Observation:
     output_tokens: int
     seconds: float
     cached_tokens: int = 0
+    load: int = 0            # other calls running beside it
 
 
 @dataclass
 class _Fit:
-    gram: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
-    moment: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    gram: np.ndarray = field(default_factory=lambda: np.zeros((FEATURES, FEATURES)))
+    moment: np.ndarray = field(default_factory=lambda: np.zeros(FEATURES))
     weight: float = 0.0          # decayed number of observations
     prompt_sum: float = 0.0      # decayed sums, for a stage's expected lengths
     output_sum: float = 0.0
@@ -50,12 +53,12 @@ class _Fit:
         self.output_sum += output
 
     def coefficients(self) -> np.ndarray:
-        return np.linalg.solve(self.gram + RIDGE * np.eye(3), self.moment)
+        return np.linalg.solve(self.gram + RIDGE * np.eye(FEATURES), self.moment)
 
 
-def _features(prompt_tokens: int, output_tokens: int, cached_tokens: int) -> np.ndarray:
-    return np.array([1.0, max(prompt_tokens - cached_tokens, 0) * TOKEN_SCALE,
-                     output_tokens * TOKEN_SCALE])
+def _features(prompt_tokens: int, output_tokens: int, cached_tokens: int, load: int) -> np.ndarray:
+    output = output_tokens * TOKEN_SCALE
+    return np.array([1.0, max(prompt_tokens - cached_tokens, 0) * TOKEN_SCALE, output, output * load])
 
 
 class StageTimeEstimator:
@@ -73,16 +76,16 @@ class StageTimeEstimator:
                 self._add(kind, o)
 
     def _add(self, kind: str, o: Observation) -> None:
-        x = _features(o.prompt_tokens, o.output_tokens, o.cached_tokens)
+        x = _features(o.prompt_tokens, o.output_tokens, o.cached_tokens, o.load)
         for key in (kind, POOLED):
             self._fits[key].add(x, o.seconds, o.prompt_tokens, o.output_tokens, self.decay)
 
     def observe(self, kind: str, prompt_tokens: int, output_tokens: int, seconds: float,
-                cached_tokens: int = 0) -> None:
+                cached_tokens: int = 0, load: int = 0) -> None:
         """Learn from one measured call (and record how far off the prediction was)."""
-        predicted = self.predict(kind, prompt_tokens, output_tokens, cached_tokens)
+        predicted = self.predict(kind, prompt_tokens, output_tokens, cached_tokens, load)
         self.history[kind].append((predicted, seconds))
-        self._add(kind, Observation(prompt_tokens, output_tokens, seconds, cached_tokens))
+        self._add(kind, Observation(prompt_tokens, output_tokens, seconds, cached_tokens, load))
 
     def _fit(self, kind: str) -> _Fit | None:
         for key in (kind, POOLED):
@@ -92,12 +95,12 @@ class StageTimeEstimator:
         return None
 
     def predict(self, kind: str, prompt_tokens: int, output_tokens: int,
-                cached_tokens: int = 0) -> float:
+                cached_tokens: int = 0, load: int = 0) -> float:
         """Seconds one call should take; 0.0 before anything was observed."""
         fit = self._fit(kind)
         if fit is None:
             return 0.0
-        x = _features(prompt_tokens, output_tokens, cached_tokens)
+        x = _features(prompt_tokens, output_tokens, cached_tokens, load)
         return max(float(x @ fit.coefficients()), 0.0)
 
     def stage_time(self, stage: Stage) -> float:

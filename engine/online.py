@@ -63,7 +63,7 @@ class Schedule:
 
 @dataclass
 class CallTrace:
-    """One finished call, as the estimator and the replay simulator read it."""
+    """One finished call: what it was, what it cost, what the estimator expected."""
     kind: str
     stage: str | None
     workflow: int | None
@@ -75,6 +75,7 @@ class CallTrace:
     queued_s: float          # waiting in sluice's queue
     run_s: float             # handed to vLLM until finished
     estimate_s: float        # the estimator's prediction at admission
+    load: int                # calls running when it was admitted
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,13 +113,24 @@ class OnlineEngine:
                                     "engine always runs vLLM's engine core in its own process")
         self.config = config
         self.schedule = schedule or Schedule()
-        self.estimator = estimator or StageTimeEstimator()
+        self._estimator = estimator or StageTimeEstimator()
         self.traces: list[CallTrace] = []
         self._clock = clock
         self._llm = None
         self._dead: str | None = None
         self._inflight: set[_Ticket] = set()
         self._ids = itertools.count()
+
+    @property
+    def estimator(self) -> StageTimeEstimator:
+        return self._estimator
+
+    @estimator.setter
+    def estimator(self, estimator: StageTimeEstimator) -> None:
+        """Replace the stage-time model (a fresh profile between benchmark runs)."""
+        self._estimator = estimator
+        if self._llm is not None:
+            self._queue.estimator = estimator
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -286,7 +298,7 @@ class OnlineEngine:
         """Admit calls, best first by the schedule's policy, while they fit."""
         while len(self._queue):
             now = self._clock()
-            call = self._queue.choose(self.schedule.policy, now)
+            call = self._queue.choose(self.schedule.policy, now, load=len(self._inflight))
             ticket = call.ticket
             if ticket.admitted.done():                   # cancelled before it was admitted
                 self._queue.remove(call)
@@ -322,14 +334,14 @@ class OnlineEngine:
         p, done = ticket.pending, to_completion(output, ticket.params)
         run_s = self._clock() - ticket.admitted_at
         self.estimator.observe(p.kind, done.prompt_tokens, done.output_tokens, run_s,
-                               done.cached_tokens)
+                               done.cached_tokens, p.load)
         self.traces.append(CallTrace(
             kind=p.kind, stage=ticket.stage, offline=p.offline,
             workflow=ticket.workflow.id if ticket.workflow else None,
             prompt_tokens=done.prompt_tokens, cached_tokens=done.cached_tokens,
             output_tokens=done.output_tokens, admitted_at=ticket.admitted_at,
             queued_s=ticket.admitted_at - p.enqueued,
-            run_s=run_s, estimate_s=p.estimate_s))
+            run_s=run_s, estimate_s=p.estimate_s, load=p.load))
 
     def _fail_waiting(self, message: str) -> None:
         """The engine is gone: every waiting call fails with this one message."""

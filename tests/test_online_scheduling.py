@@ -96,6 +96,17 @@ def test_estimator_credits_cached_prompt_tokens_and_follows_a_slower_engine():
     assert est.predict("gen", 3000, 50) == pytest.approx(2 * made_up_time(3000, 50), rel=0.1)
 
 
+def test_estimator_learns_how_running_calls_slow_a_call_down():
+    rng = random.Random(2)
+    est = StageTimeEstimator()
+    shared_steps = lambda o, load: 0.01 + 0.01 * o * (1 + 0.5 * load)
+    for _ in range(60):
+        o, load = rng.randint(5, 100), rng.randint(0, 8)
+        est.observe("gen", 100, o, shared_steps(o, load), load=load)
+    assert est.predict("gen", 100, 50, load=6) == pytest.approx(shared_steps(50, 6), rel=0.02)
+    assert est.predict("gen", 100, 50, load=0) == pytest.approx(shared_steps(50, 0), rel=0.02)
+
+
 def test_stage_time_uses_the_plans_lengths_or_the_kinds_mean():
     est = StageTimeEstimator()
     for p, o in [(1000, 10), (3000, 30)]:
