@@ -2,19 +2,23 @@
 
 Every input file is read by one Ray task that streams pyarrow tables of about
 `CHUNK_BYTES`. Each row gets `__id__` (file ordinal << 32 | line or row number: a stable order
-key) and `__source__` (the input's name). A malformed line, a row without the text field or
-with a text value of the wrong type is written to the rejects output with the reason and its
-file and line, and counted; it never stops the run.
+key) and `__source__` (the input's name). What cannot be kept as it was written goes to the
+rejects output with the reason and its file and line, and is counted; it never stops the run:
+a malformed line (bytes that are not UTF-8, a lone UTF-16 surrogate, NaN or Infinity, an
+integer outside the int64 range, nesting deeper than MAX_DEPTH), a row without the text field
+or with a text value of the wrong type, a field named like sluice's internal columns, and the
+unreadable rest of a truncated or corrupt file (one rejected row, from the line where reading
+stopped). A file is read once however the inputs reach it.
 """
 
 from __future__ import annotations
 
-import glob
-import gzip
+import functools
 import io
 import json
+import math
 import os
-import uuid
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +33,7 @@ import pyarrow.parquet as pq
 from .base import ID_COLUMN, REJECT_COLUMN, SOURCE_COLUMN
 
 CHUNK_BYTES = 8 << 20
+READ_BYTES = 64 << 10
 PARQUET_BATCH_ROWS = 8192
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 COMPRESSIONS = (".gz", ".zst")
@@ -67,7 +72,7 @@ def file_format(path: str) -> tuple[str, str | None]:
 
 def list_files(path: str) -> list[str]:
     if any(ch in path for ch in "*?["):
-        candidates = sorted(glob.glob(path, recursive=True))
+        candidates = _glob(path)
     elif os.path.isdir(path):
         candidates = sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
         candidates = [c for c in candidates if _known_format(c)]
@@ -81,6 +86,30 @@ def list_files(path: str) -> list[str]:
     for f in files:
         file_format(f)
     return files
+
+
+def _glob(pattern: str) -> list[str]:
+    """Files matching `pattern`, where `**` is any number of directories. As with `rglob` on a
+    directory input, `**` does not descend into symlinked directories, so a symlink loop cannot
+    list a file many times over (or for ever); hidden files are left out, as `glob` does."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    root = Path(*parts[:first]) if first else Path(".")
+    matches = root.glob(str(Path(*parts[first:]))) if root.is_dir() else []
+    return sorted(str(p) for p in matches if not p.name.startswith("."))
+
+
+def read_once(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(path, source) pairs less those naming a file already listed (by its real path, so a
+    file reached through a symlink or by two globs is read once)."""
+    seen: set[str] = set()
+    unique = []
+    for path, source in files:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append((path, source))
+    return unique
 
 
 def _known_format(path: str) -> bool:
@@ -101,20 +130,21 @@ def _stem(name: str) -> str:
 # ---- rejects ----
 
 class RejectWriter:
-    """Appends rejected rows as JSON lines to a fresh file under `directory`."""
+    """Writes rejected rows as JSON lines to `directory`/`name`.jsonl. A name is one block's or
+    file's, and the first write truncates: a task that Ray retries replaces its earlier rejects."""
 
-    def __init__(self, directory: str | None, stage: str):
-        self.directory, self.stage, self.path = directory, stage, None
+    def __init__(self, directory: str | None, name: str):
+        self.path = None if directory is None else os.path.join(directory, f"{name}.jsonl")
+        self.mode = "w"
 
     def write(self, records: list[dict]) -> None:
-        if not records or self.directory is None:
+        if not records or self.path is None:
             return
-        if self.path is None:
-            os.makedirs(self.directory, exist_ok=True)
-            self.path = os.path.join(self.directory, f"{self.stage}-{uuid.uuid4().hex[:12]}.jsonl")
-        with open(self.path, "a", encoding="utf-8") as f:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, self.mode, encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        self.mode = "a"
 
 
 def public_columns(table: pa.Table) -> pa.Table:
@@ -149,31 +179,38 @@ def split_rejects(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
 # ---- reading ----
 
 def _open_bytes(path: str, compression: str | None):
-    if compression == "gz":
-        return gzip.open(path, "rb")
-    if compression == "zst":
-        import zstandard
-
-        return zstandard.open(path, "rb")
-    return open(path, "rb")
+    """The file's bytes, decompressed by Arrow: a truncated or mislabelled .gz/.zst raises
+    OSError where its data stops making sense, instead of ending early without a word."""
+    return pa.input_stream(path, compression={"gz": "gzip", "zst": "zstd"}.get(compression))
 
 
 def _line_chunks(stream) -> Iterator[bytes]:
-    """Chunks of whole lines, about CHUNK_BYTES each."""
-    rest = b""
-    while True:
-        data = stream.read(CHUNK_BYTES)
-        if not data:
-            if rest:
-                yield rest if rest.endswith(b"\n") else rest + b"\n"
-            return
-        data = rest + data
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            rest = data
-            continue
-        rest = data[cut + 1:]
-        yield data[: cut + 1]
+    """Chunks of whole lines, about CHUNK_BYTES each. Small reads keep what a failing read
+    loses small: the whole lines before a failure are yielded, then its error is raised."""
+    pieces, size = [], 0
+    try:
+        while data := stream.read(READ_BYTES):
+            pieces.append(data)
+            size += len(data)
+            if size >= CHUNK_BYTES:
+                chunk, rest = _whole_lines(pieces)
+                if chunk:
+                    yield chunk
+                pieces, size = [rest], len(rest)
+    except OSError:
+        chunk, _ = _whole_lines(pieces)
+        if chunk:
+            yield chunk
+        raise
+    rest = b"".join(pieces)
+    if rest:
+        yield rest if rest.endswith(b"\n") else rest + b"\n"
+
+
+def _whole_lines(pieces: list[bytes]) -> tuple[bytes, bytes]:
+    data = b"".join(pieces)
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
 
 
 def text_problem(key: str, kind: str | None) -> str:
@@ -185,6 +222,116 @@ def text_problem(key: str, kind: str | None) -> str:
     return f"field '{key}' is {kind}, expected a string"
 
 
+# What a read that cannot go on raises: a truncated or corrupt compressed stream, a broken
+# Parquet footer, a file that cannot be opened.
+UNREADABLE = (OSError, pa.ArrowException)
+# Lines nesting containers deeper than this (the row's object is level 1) are rejected: Arrow's
+# reader and Ray's serializer crash the worker on thousands of levels.
+MAX_DEPTH = 64
+# An escaped or raw UTF-16 surrogate (only a lone one survives parsing).
+SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}\n')
+
+
+def _may_nest_deeper(chunk: bytes, levels: int) -> bool:
+    """Whether a line of JSON lines may nest containers deeper than `levels` (Arrow's reader
+    crashes the process on thousands of levels). A count of the opening brackets on each line
+    settles almost every chunk; only one with a line holding more (code, say) is scanned with
+    the brackets inside strings left out."""
+    marks = np.frombuffer(chunk.translate(None, _NOT_OPENING), np.uint8)
+    if np.diff(np.flatnonzero(marks == 10), prepend=-1).max(initial=0) <= levels + 1:
+        return False
+    return _depth_bound(chunk) > levels
+
+
+def _depth_bound(chunk: bytes) -> int:
+    """An upper bound of the depth of the brackets outside strings, on any line."""
+    unescaped = chunk.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = np.frombuffer(unescaped.translate(None, _NOT_STRUCTURE), np.uint8)
+    quote, newline = marks == 34, marks == 10
+    quotes = np.cumsum(quote)
+    in_string = (quotes - np.maximum.accumulate(np.where(newline, quotes, 0))) % 2 == 1
+    brackets = marks[~(quote | newline | in_string)]
+    depth = np.cumsum((brackets & 2).astype(np.int32) - 1)  # '[' and '{' have bit 1 set, ']' and '}' not
+    return int((depth - np.minimum.accumulate(np.minimum(depth, 0))).max(initial=0))
+
+
+def _as_written(table: pa.Table) -> bool:
+    """False when Arrow's reader may have changed a value: a float that is NaN, infinite or
+    beyond the int64 range (maybe an integer wider than 64 bits that the reader turned into a
+    float). Such chunks are parsed line by line, where those lines are rejected."""
+    for column in table.columns:
+        for floats in (f for chunk in column.chunks for f in _float_values(chunk)):
+            if pc.any(pc.invert(pc.less(pc.abs(floats), 2.0 ** 63))).as_py():
+                return False
+    return True
+
+
+def _float_values(array: pa.Array) -> Iterator[pa.Array]:
+    if pa.types.is_floating(array.type):
+        yield array
+    elif pa.types.is_struct(array.type):
+        for i in range(array.type.num_fields):
+            yield from _float_values(array.field(i))
+    elif pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        yield from _float_values(array.flatten())
+
+
+class _NotKept(ValueError):
+    """A value that Arrow cannot hold as written: the line is rejected, not changed."""
+
+
+def _not_json(constant: str):
+    raise _NotKept(f"{constant} is not a JSON value")
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -(2 ** 63) <= value < 2 ** 63:
+        raise _NotKept(f"integer {text} does not fit in 64 bits; write it as a string")
+    return value
+
+
+def _double(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotKept(f"number {text} is too large for a 64-bit float; write it as a string")
+    return value
+
+
+def _json_object(line: bytes) -> tuple[dict | None, str | None]:
+    """A line's JSON object, or None and why the line cannot be kept as it was written."""
+    try:
+        row = json.loads(line, parse_constant=_not_json, parse_int=_int64, parse_float=_double)
+    except _NotKept as e:
+        return None, str(e)
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8: byte 0x{line[e.start]:02x} at column {e.start + 1}"
+    except RecursionError:
+        return None, f"nested more than {MAX_DEPTH} levels deep"
+    except ValueError as e:
+        return None, f"malformed JSON: {e}"
+    if not isinstance(row, dict):
+        return None, "line is not a JSON object"
+    if _deeper_than(row, MAX_DEPTH):
+        return None, f"nested more than {MAX_DEPTH} levels deep"
+    if SURROGATE.search(line):
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+    return row, None
+
+
+def _deeper_than(value, levels: int) -> bool:
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return levels == 0 or any(_deeper_than(v, levels - 1) for v in value)
+
+
 class FileReader:
     """Reads one input file into tables of valid rows; rejects the rest with reasons."""
 
@@ -193,26 +340,46 @@ class FileReader:
         self.rejects = rejects
         self.rows_read = 0
         self.rows_rejected = 0
+        self.position = 1  # the line or row a failing read stops at
 
     def tables(self) -> Iterator[pa.Table]:
         fmt, compression = file_format(self.path)
         reader = {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv}[fmt]
-        for table, rejected in reader(compression):
-            self.rows_read += table.num_rows + len(rejected)
-            table, bad = self._check_text(table)
-            rejected.extend(bad)
-            self.rows_rejected += len(rejected)
-            self.rejects.write(rejected)
-            if table.num_rows:
-                yield table
+        try:
+            for table, offsets, rejected in reader(compression):
+                table, bad_names = self._with_ids(table, offsets)
+                self.rows_read += table.num_rows + len(bad_names) + len(rejected)
+                table, bad_text = self._check_text(table)
+                self._reject(rejected + bad_names + bad_text)
+                if table.num_rows:
+                    yield table
+        except UNREADABLE as e:
+            # A truncated or corrupt stream, a broken footer: the rest of the file from
+            # `position` on counts as one rejected row (its rows cannot be counted).
+            self.rows_read += 1
+            self._reject([self._record(self.position, f"unreadable from here to the end of the file: {e}", None)])
+
+    def _reject(self, records: list[dict]) -> None:
+        self.rows_rejected += len(records)
+        self.rejects.write(records)
 
     def _record(self, line_no: int, reason: str, raw) -> dict:
         return {"reason": reason, "operator": "read", "source": self.path, "line": line_no, "raw": raw}
 
-    def _with_ids(self, table: pa.Table, offsets) -> pa.Table:
+    def _with_ids(self, table: pa.Table, offsets) -> tuple[pa.Table, list[dict]]:
+        """The rows with `__id__` and `__source__`, less those that set a field named like
+        sluice's internal columns ('__...'): those are rejected."""
+        reserved = [i for i, name in enumerate(table.column_names) if name.startswith("__")]
+        used = functools.reduce(pc.or_, [pc.is_valid(table.column(i)) for i in reserved]) if reserved else None
+        names = ", ".join(f"'{table.column_names[i]}'" for i in reserved)
+        table = table.select([i for i in range(table.num_columns) if i not in reserved])
         ids = (np.int64(self.ordinal) << 32) + np.asarray(offsets, dtype=np.int64)
         table = table.append_column(ID_COLUMN, pa.array(ids, pa.int64()))
-        return table.append_column(SOURCE_COLUMN, pa.array([self.source] * table.num_rows, pa.string()))
+        table = table.append_column(SOURCE_COLUMN, pa.array([self.source] * table.num_rows, pa.string()))
+        if used is None or not pc.any(used).as_py():
+            return table, []
+        reason = f"field names starting with '__' are reserved for sluice's internal columns; rename {names}"
+        return table.filter(pc.invert(used)), self._records_for(table.filter(used), reason)
 
     def _check_text(self, table: pa.Table) -> tuple[pa.Table, list[dict]]:
         """Reject rows whose text field is missing, null or not a string."""
@@ -244,22 +411,26 @@ class FileReader:
                 n_lines = chunk.count(b"\n")
                 table = self._parse_jsonl_fast(chunk, n_lines)
                 if table is not None:
-                    yield self._with_ids(table, line_base + np.arange(n_lines)), []
+                    yield table, line_base + np.arange(n_lines), []
                 else:
                     yield self._parse_jsonl_lines(chunk, line_base)
                 line_base += n_lines
+                self.position = line_base + 1
 
     def _parse_jsonl_fast(self, chunk: bytes, n_lines: int) -> pa.Table | None:
         """Arrow's JSON reader for a clean chunk; None when any line needs a closer look."""
+        if _may_nest_deeper(chunk, MAX_DEPTH):
+            return None
         try:
             opts = pa_json.ReadOptions(block_size=max(1 << 20, len(chunk) + 1))
             table = pa_json.read_json(io.BytesIO(chunk), read_options=opts)
+            table.validate(full=True)  # the reader passes bytes that are not UTF-8 through
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         if table.num_rows != n_lines or self.text_key not in table.column_names:
             return None
         text = table.column(self.text_key)
-        if not pa.types.is_string(text.type) or text.null_count:
+        if not pa.types.is_string(text.type) or text.null_count or not _as_written(table):
             return None
         return table
 
@@ -268,30 +439,25 @@ class FileReader:
         for i, line in enumerate(chunk.split(b"\n")[:-1]):
             if not line.strip():
                 continue
-            raw = line.decode("utf-8", errors="replace")
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                rejected.append(self._record(line_base + i + 1, f"malformed JSON: {e}", raw))
-                continue
-            if not isinstance(row, dict):
-                rejected.append(self._record(line_base + i + 1, "line is not a JSON object", raw))
-                continue
-            value = row.get(self.text_key)
-            if not isinstance(value, str):
+            row, problem = _json_object(line)
+            if row is not None and not isinstance(row.get(self.text_key), str):
+                value = row.get(self.text_key)
                 kind = None if self.text_key not in row else "null" if value is None else type(value).__name__
-                rejected.append(self._record(line_base + i + 1, text_problem(self.text_key, kind), raw))
+                problem = text_problem(self.text_key, kind)
+            if problem:
+                rejected.append(self._record(line_base + i + 1, problem, line.decode("utf-8", errors="replace")))
                 continue
             rows.append(row)
             offsets.append(line_base + i)
-        return self._with_ids(rows_to_table(rows), offsets), rejected
+        return rows_to_table(rows), offsets, rejected
 
     def _parquet(self, compression):
         offset = 0
         for batch in pq.ParquetFile(self.path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
             table = pa.Table.from_batches([batch])
-            yield self._with_ids(table, offset + np.arange(table.num_rows)), []
+            yield table, offset + np.arange(table.num_rows), []
             offset += table.num_rows
+            self.position = offset + 1
 
     def _csv(self, compression):
         bad_rows: list[dict] = []
@@ -308,29 +474,32 @@ class FileReader:
             for batch in reader:
                 table = pa.Table.from_batches([batch])
                 # Row numbers count data rows (line 1 is the header).
-                yield self._with_ids(table, offset + 1 + np.arange(table.num_rows)), bad_rows[:]
+                yield table, offset + 1 + np.arange(table.num_rows), bad_rows[:]
                 bad_rows.clear()
                 offset += table.num_rows
+                self.position = offset + 2
         if bad_rows:
-            yield self._with_ids(pa.table({}), []), bad_rows
+            yield pa.table({}), [], bad_rows
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows of JSON values as a table; a field whose values have mixed types keeps them as JSON text."""
-    if not rows:
-        return pa.table({})
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        columns = {}
-        for k in keys:
-            values = [r.get(k) for r in rows]
-            try:
-                columns[k] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                columns[k] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
-        return pa.table(columns)
+    """Rows of JSON values as a table with every field any row has (`Table.from_pylist` would
+    keep only the first row's); a field whose values have mixed types keeps them as JSON text."""
+    columns = {}
+    for key in dict.fromkeys(k for r in rows for k in r):
+        values = [r.get(key) for r in rows]
+        try:
+            columns[key] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[key] = json_text(values)
+    return pa.table(columns)
+
+
+def json_text(values: list) -> pa.Array:
+    """Values as JSON text (nulls stay null): how a field whose values do not share one type
+    keeps them as they were written."""
+    return pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values],
+                    pa.string())
 
 
 # ---- writing ----

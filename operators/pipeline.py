@@ -6,6 +6,10 @@ runs them one after another on each block, slice by slice. Whole-dataset operato
 selection, mixing, LLM operators) get the materialized Dataset. A final fused stage drops
 internal columns before the writer. A small Ray actor, the ledger, collects per-operator row
 counts, seconds and stat samples from every task, so the run summary accounts for every row read.
+
+An operator that raises on a slice rejects that slice's rows with the error; a block on which a
+worker died CRASHES times is rejected on the next try; columns whose types differ between
+blocks (beyond what Arrow promotes) become JSON text where blocks meet and in Parquet output.
 """
 
 from __future__ import annotations
@@ -23,15 +27,21 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from .base import STATS_PREFIX, Deduplicator, Filter, Operator, Selector
+from .base import ID_COLUMN, STATS_PREFIX, Deduplicator, Filter, Operator, Selector
 from .context import RunContext
-from .io import FileReader, RejectWriter, Source, reject_records, split_rejects, write_dataset
+from .io import (FileReader, RejectWriter, Source, json_text, read_once, reject_records, split_rejects,
+                 write_dataset)
 
 SAMPLES_PER_BATCH = 2000
 SAMPLES_PER_STAT = 50_000
 SLICE_ROWS = 8192
 READ = "read"
+# A block on which a worker died this many times is rejected on the next try; Ray's own retries
+# of a task whose worker died (infinite by default) are bounded to as many.
+CRASHES = 2
+CRASHED = "worker_crash"
 
 
 @dataclass
@@ -58,21 +68,28 @@ class RunResult:
 
 
 class Ledger:
-    """Ray actor: row counts, seconds and stat samples reported by every task of a run."""
+    """Ray actor: row counts, seconds and stat samples reported by every task of a run. Counts
+    are kept per block (or input file), so the counts of a task that Ray retries replace those
+    of its earlier try."""
 
     def __init__(self, seed: int = 0):
-        self.counts = defaultdict(lambda: [0, 0, 0, 0.0])  # rows in, rows out, rejected, seconds
+        self.blocks = {}  # block or file -> its (label, rows in, rows out, rejected, seconds) records
         self.numeric = defaultdict(list)  # (stat, phase) -> arrays of sampled values
         self.categories = defaultdict(lambda: defaultdict(int))
         self.rng = np.random.default_rng(seed)
+        self.unfinished = defaultdict(int)  # block -> tries that began and did not finish
+        self.schemas = defaultdict(dict)  # stage -> the distinct schemas of its output blocks
 
-    def add(self, records, samples) -> None:
-        for label, rows_in, rows_out, rejected, seconds in records:
-            c = self.counts[label]
-            c[0] += rows_in
-            c[1] += rows_out
-            c[2] += rejected
-            c[3] += seconds
+    def begin(self, key) -> int:
+        """Start a try on block `key`; returns how many earlier tries died before `finish`."""
+        self.unfinished[key] += 1
+        return self.unfinished[key] - 1
+
+    def finish(self, key, records, samples=(), schema=None) -> None:
+        self.unfinished.pop(key, None)
+        self.blocks[key] = records
+        if schema is not None:
+            self.schemas[key[0]][schema.to_string(show_schema_metadata=False)] = schema
         for stat, phase, values in samples:
             if isinstance(values, dict):
                 for k, v in values.items():
@@ -85,9 +102,16 @@ class Ledger:
                 total = self.rng.choice(total, SAMPLES_PER_STAT, replace=False)
             self.numeric[(stat, phase)] = [total]
 
+    def output_schemas(self, stage: str) -> list:
+        return list(self.schemas[stage].values())
+
     def snapshot(self) -> dict:
+        counts = defaultdict(lambda: [0, 0, 0, 0.0])  # rows in, rows out, rejected, seconds
+        for records in self.blocks.values():
+            for label, *values in records:
+                counts[label] = [total + v for total, v in zip(counts[label], values)]
         return {
-            "counts": {k: list(v) for k, v in self.counts.items()},
+            "counts": dict(counts),
             "numeric": {k: np.concatenate(v) for k, v in self.numeric.items()},
             "categories": {k: dict(v) for k, v in self.categories.items()},
         }
@@ -115,12 +139,13 @@ class FusedStage:
 
     def __init__(self, steps: list[tuple[str, Operator]], ledger, rejects_dir: str | None,
                  file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
-                 keep_stats: bool = False, analyze: bool = False):
+                 keep_stats: bool = False, analyze: bool = False, index: int = 0):
         self.steps, self.ledger, self.rejects_dir = steps, ledger, rejects_dir
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
         labels = [label for label, _ in steps] or ["write" if sink else "split_rejects"]
         self.name = labels[0] if len(labels) < 3 else f"{labels[0]}+{len(labels) - 2}+{labels[-1]}"
+        self.index, self.key = index, f"{index}:{self.name}"  # the key names the stage in the ledger
 
     def udf(self):
         """The stage as a named function, so progress lines say which operators it runs."""
@@ -131,14 +156,23 @@ class FusedStage:
         return fused
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        rejects = RejectWriter(self.rejects_dir, "stage")
+        import ray
+
         rng = np.random.default_rng(table.num_rows)
         records, samples = [], []
+        key = (self.key, table.column(ID_COLUMN)[0].as_py() if table.num_rows else None)
+        rejects = RejectWriter(self.rejects_dir, f"stage{self.index}-{key[1]}")
         if self.upstream is not None:
             table, rejected = split_rejects(table)
             if rejected is not None:
                 rejects.write(reject_records(rejected, self.upstream, self.file_paths))
                 records.append((self.upstream, 0, 0, rejected.num_rows, 0.0))
+        crashes = ray.get(self.ledger.begin.remote(key))
+        if crashes >= CRASHES:  # this block killed the worker: its rows go to the rejects
+            reason = f"a worker died {crashes} times running {self.name} on the block holding this row"
+            rejects.write(reject_records(_reject_all(table, reason), CRASHED, self.file_paths))
+            records.append((CRASHED, table.num_rows, 0, table.num_rows, 0.0))
+            table = table.slice(0, 0)
         # Slices bound the operators' working memory (a block can hold a whole input file).
         pieces = [self._run_steps(table.slice(start, SLICE_ROWS), rejects, rng, records, samples)
                   for start in range(0, max(table.num_rows, 1), SLICE_ROWS)]
@@ -150,25 +184,17 @@ class FusedStage:
             drop = [c for c in table.column_names
                     if c.startswith("__") or (not self.keep_stats and c.startswith(STATS_PREFIX))]
             table = table.drop_columns(drop)
-        import ray
-
-        ray.get(self.ledger.add.remote(records, samples))
+        ray.get(self.ledger.finish.remote(key, records, samples, table.schema))
         return table
 
     def _run_steps(self, table: pa.Table, rejects: RejectWriter, rng, records: list, samples: list) -> pa.Table:
         for label, op in self.steps:
             start, rows_in = time.perf_counter(), table.num_rows
-            if not op.row_local:
-                table = op.prepare(table)
-            elif isinstance(op, Filter):
-                table = op.with_stats(table)
-                samples += stat_samples(table, op.stat_names, "before", rng)
-                if not self.analyze:
-                    keep = op.keep(table)
-                    if not pc.all(keep).as_py():  # a filter that keeps every row leaves the batch as is
-                        table = table.filter(keep)
-            else:
-                table = op.process(table)
+            try:
+                table = self._apply(op, table, rng, samples)
+            except Exception as e:  # an operator failing on a slice rejects that slice, not the run
+                message = (str(e).strip().splitlines() or [""])[0]
+                table = _reject_all(table, f"{label} failed on this row's slice: {type(e).__name__}: {message}")
             table, rejected = split_rejects(table)
             n_rejected = 0 if rejected is None else rejected.num_rows
             if rejected is not None:
@@ -180,6 +206,23 @@ class FusedStage:
                 records.append((label, 0, 0, n_rejected, seconds))
         return table
 
+    def _apply(self, op: Operator, table: pa.Table, rng, samples: list) -> pa.Table:
+        if not op.row_local:
+            return op.prepare(table)
+        if not isinstance(op, Filter):
+            return op.process(table)
+        table = op.with_stats(table)
+        samples += stat_samples(table, op.stat_names, "before", rng)
+        if not self.analyze:
+            keep = op.keep(table)
+            if not pc.all(keep).as_py():  # a filter that keeps every row leaves the batch as is
+                table = table.filter(keep)
+        return table
+
+
+def _reject_all(table: pa.Table, reason: str) -> pa.Table:
+    return Operator.reject(table, pa.array(np.ones(table.num_rows, dtype=bool)), reason)
+
 
 def read_files(batch: pa.Table, *, text_key: str, rejects_dir: str | None, ledger):
     """map_batches over a table of (ordinal, path, source) rows: yields the files' rows."""
@@ -187,11 +230,45 @@ def read_files(batch: pa.Table, *, text_key: str, rejects_dir: str | None, ledge
 
     for ordinal, path, source in zip(*(batch.column(c).to_pylist() for c in ("ordinal", "path", "source"))):
         start = time.perf_counter()
-        reader = FileReader(path, ordinal, source, text_key, RejectWriter(rejects_dir, "read"))
+        reader = FileReader(path, ordinal, source, text_key, RejectWriter(rejects_dir, f"read-{ordinal}"))
         yield from reader.tables()
         seconds = time.perf_counter() - start
         good = reader.rows_read - reader.rows_rejected
-        ray.get(ledger.add.remote([(READ, reader.rows_read, good, reader.rows_rejected, seconds)], []))
+        ray.get(ledger.finish.remote((READ, ordinal), [(READ, reader.rows_read, good, reader.rows_rejected, seconds)]))
+
+
+def _as_json_text(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`table` with those of `columns` that do not hold text as JSON text (strings stay as they are)."""
+    for name in columns:
+        if name in table.column_names and not _is_text(table.schema.field(name).type):
+            table = table.set_column(table.column_names.index(name), name, json_text(table.column(name).to_pylist()))
+    return table
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _unify_output(data_dir: Path, columns: list[str]) -> None:
+    """Rewrite the Parquet files whose types for `columns` differ from the others' (a rare case,
+    from inputs that disagree), so that the output reads as one table."""
+    for path in sorted(data_dir.glob("*.parquet")) if columns else []:
+        if any(not _is_text(f.type) for f in pq.read_schema(path) if f.name in columns):
+            pq.write_table(_as_json_text(pq.read_table(path), columns), path)
+
+
+def _conflicting_columns(schemas: list[pa.Schema]) -> list[str]:
+    """Columns whose types differ between blocks beyond what Arrow can promote (int64 in one
+    file, string in another): blocks that meet in a join or a shuffle cannot be concatenated."""
+    names = dict.fromkeys(name for schema in schemas for name in schema.names)
+    conflicts = []
+    for name in names:
+        fields = [pa.schema([schema.field(name)]) for schema in schemas if name in schema.names]
+        try:
+            pa.unify_schemas(fields, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            conflicts.append(name)
+    return conflicts
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> None:
@@ -280,7 +357,7 @@ class Pipeline:
 
         started = time.perf_counter()
         sources = as_sources(source)
-        files = [(path, s.source_name()) for s in sources for path in s.files()]
+        files = read_once([(path, s.source_name()) for s in sources for path in s.files()])
         output_dir = Path(output)
         if overwrite and output_dir.exists():
             shutil.rmtree(output_dir)
@@ -298,7 +375,8 @@ class Pipeline:
         listing = pa.table({"ordinal": list(range(len(files))), "path": list(file_paths.values()),
                             "source": [name for _, name in files]})
         ds = ray.data.from_arrow(listing).repartition(len(files)).map_batches(
-            read_files, batch_size=1, batch_format="pyarrow",
+            # max_retries: Ray 2.60 takes it only as a (deprecated) remote argument.
+            read_files, batch_size=1, batch_format="pyarrow", max_retries=CRASHES,
             fn_kwargs={"text_key": self.text_key, "rejects_dir": rejects_dir, "ledger": ledger})
 
         driver_counts: dict[str, tuple[int, int, float]] = {}
@@ -312,7 +390,12 @@ class Pipeline:
                     continue
                 ds = ds.materialize()
                 rows_in, start = ds.count(), time.perf_counter()
-                ds = op.apply(ds, ctx).materialize()
+                if rows_in:  # an empty Dataset has no columns to join or group on
+                    conflicts = _conflicting_columns(ray.get(ledger.output_schemas.remote(stage.key)))
+                    if conflicts:
+                        ds = ds.map_batches(_as_json_text, batch_format="pyarrow", batch_size=None,
+                                            fn_kwargs={"columns": conflicts})
+                    ds = op.apply(ds, ctx).materialize()
                 driver_counts[label] = (rows_in, ds.count(), time.perf_counter() - start)
                 upstream = label
                 continue
@@ -320,13 +403,15 @@ class Pipeline:
             if analyze:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
             stage = FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=sink,
-                               keep_stats=keep_stats, analyze=analyze)
-            ds = ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None)
+                               keep_stats=keep_stats, analyze=analyze, index=i)
+            ds = ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None, max_retries=CRASHES)
             upstream = None
 
         data_dir = output_dir / "data"
         write_dataset(ds, str(data_dir), output_format)
         data_dir.mkdir(exist_ok=True)
+        if output_format == "parquet":
+            _unify_output(data_dir, _conflicting_columns(ray.get(ledger.output_schemas.remote(stage.key))))
         snapshot = ray.get(ledger.snapshot.remote())
         ray.kill(ledger)
         summary = build_summary(self, snapshot, driver_counts, ctx,

@@ -12,7 +12,7 @@ HIST_BINS = 30
 
 def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_seconds: float,
                   analyze: bool, output_format: str, files: list[str]) -> dict:
-    from .pipeline import READ, _labels
+    from .pipeline import CRASHED, READ, _labels
 
     counts = snapshot["counts"]
     read_in, _, read_rejected, read_seconds = counts.get(READ, [0, 0, 0, 0.0])
@@ -25,6 +25,8 @@ def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_se
         elif not op.row_local:
             continue  # a whole-dataset operator skipped by an analyze-only run
         operators.append(_row(label, op.kind, rows_in, rows_out, rejected, seconds))
+    if CRASHED in counts:  # blocks on which a worker died, rejected by whichever stage met them
+        operators.append(_row(CRASHED, "stage", *counts[CRASHED]))
     kept = counts.get("kept", [0, 0, 0, 0.0])[1]
     dropped = {o["name"]: o["dropped"] for o in operators if o["dropped"]}
     rejected = {o["name"]: o["rejected"] for o in operators if o["rejected"]}

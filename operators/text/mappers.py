@@ -46,7 +46,7 @@ def _join_pieces(pieces: pa.ListArray, keep: np.ndarray, text: pa.Array) -> pa.A
     mask = text.is_null() if text.null_count else None
     kept = pc.filter(pieces.flatten(), pa.array(keep))
     lists = pa.ListArray.from_arrays(pa.array(offsets), kept, mask=mask)
-    return pc.binary_join(lists, "").cast(text.type)
+    return pc.binary_join(lists, pa.scalar("", kept.type)).cast(text.type)  # kept: string or large_string
 
 
 # Horizontal whitespace other than ' ': tabs, no-break, ideographic, en/em and other spaces.
