@@ -91,12 +91,13 @@ def list_files(path: str) -> list[str]:
 def _glob(pattern: str) -> list[str]:
     """Files matching `pattern`, where `**` is any number of directories. As with `rglob` on a
     directory input, `**` does not descend into symlinked directories, so a symlink loop cannot
-    list a file many times over (or for ever); hidden files are left out, as `glob` does."""
+    list a file many times over (or for ever); hidden files and folders are left out, as `glob`
+    leaves them."""
     parts = Path(pattern).parts
     first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
     root = Path(*parts[:first]) if first else Path(".")
     matches = root.glob(str(Path(*parts[first:]))) if root.is_dir() else []
-    return sorted(str(p) for p in matches if not p.name.startswith("."))
+    return sorted(str(p) for p in matches if not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def read_once(files: list[tuple[str, str]]) -> list[tuple[str, str]]:

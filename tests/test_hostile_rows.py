@@ -234,6 +234,8 @@ def test_a_glob_reaching_files_through_symlinks_and_a_loop_reads_each_file_once(
     write_lines(data / "b.jsonl", GOOD[4:])
     os.symlink("..", data / "sub" / "loop")  # data/sub/loop/sub/loop/... for ever
     os.symlink("sub/a.jsonl", data / "link.jsonl")
+    (data / ".cache").mkdir()  # hidden, as `glob` has it
+    write_lines(data / ".cache" / "copy.jsonl", GOOD)
     sources = [Source(str(data / "**" / "*.jsonl"), "all"), Source(str(data / "sub" / "a.jsonl"), "again")]
     s, rejects, rows = run(tmp_path, sources)
     assert texts(rows) == GOOD_TEXTS and s["rows_read"] == len(GOOD)
