@@ -18,6 +18,7 @@ Importing this package does not import vLLM; building an engine does.
 from .admission import EDF, FCFS, POLICIES, AdmissionQueue, Pending, Policy, Urgency, urgency
 from .batch import BatchEngine, BatchReport
 from .config import EngineConfig, EngineConfigError
+from .dispatch import choose_engine, dispatch_scores
 from .estimator import Observation, StageTimeEstimator
 from .online import CallTrace, EngineDead, Health, OnlineEngine, Schedule
 from .prefix import Group, Plan, plan_batch
@@ -29,5 +30,5 @@ __all__ = ["BatchEngine", "BatchReport", "EngineConfig", "EngineConfigError", "G
            "plan_batch", "ChatMessages", "Completion", "Engine", "Prompt", "SamplingParams",
            "CallError", "prompt_error",
            "EDF", "FCFS", "POLICIES", "AdmissionQueue", "Pending", "Policy", "Urgency", "urgency",
-           "CallTrace", "EngineDead", "Health", "OnlineEngine", "Schedule", "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
+           "choose_engine", "dispatch_scores", "CallTrace", "EngineDead", "Health", "OnlineEngine", "Schedule", "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
            "DeadlinePassed", "Stage", "UnknownStage", "Workflow", "WorkflowPlan", "split_deadline"]
