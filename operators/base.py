@@ -253,11 +253,21 @@ def create_operator(name: str, params: dict[str, Any] | None = None) -> Operator
 
 
 def load_builtin_operators() -> None:
-    """Import the modules that register the built-in operators."""
+    """Import the modules that register the built-in operators, then those that installed
+    packages declare in the `sluice.operators` entry point group (sluice's own SQL agents too)."""
     import importlib
+    import importlib.metadata
 
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry.value not in _LOADED_PLUGINS:
+            entry.load()
+            _LOADED_PLUGINS.add(entry.value)
+
+
+PLUGIN_GROUP = "sluice.operators"
+_LOADED_PLUGINS: set[str] = set()
 
 
 BUILTIN_MODULES = [

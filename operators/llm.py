@@ -40,21 +40,14 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)
-class LLMOperator(Operator):
-    """Shared parameters and the Ray Data plan of every LLM operator (not registered itself)."""
+class EngineOperator(Operator):
+    """The engine parameters every operator that runs a model shares (not registered itself)."""
 
     kind: ClassVar[str] = "llm"
     row_local: ClassVar[bool] = False
 
     model: str = param(doc="local model directory or hub id (org/name)")
-    prompt: str = param("{{ text }}", doc="jinja2 template over the row's fields")
-    system_prompt: Optional[str] = param(None, doc="system message (chat) or text put before the prompt")
-    chat: bool = param(False, doc="send the prompt as chat messages through the model's chat template")
-    max_tokens: int = param(64, doc="most tokens to generate per row", ge=1)
-    temperature: float = param(0.0, doc="sampling temperature; 0 is greedy", ge=0)
-    top_p: float = param(1.0, doc="nucleus sampling mass", gt=0, le=1)
     seed: Optional[int] = param(None, doc="sampling seed")
-    # engine
     dtype: str = param("auto", doc="model dtype", choices=("auto", "float32", "float16", "bfloat16"))
     max_model_len: int = param(4096, doc="prompt + output tokens per row; longer prompts are rejected", ge=16)
     kv_cache_tokens: Optional[int] = param(None, doc="KV cache budget in tokens per engine; null: vLLM sizes it", ge=16)
@@ -67,6 +60,35 @@ class LLMOperator(Operator):
     # Ray Data
     num_actors: int = param(1, doc="engine actors, one engine each", ge=1)
     num_gpus_per_actor: float = param(0.0, doc="GPUs per engine actor (0 on CPU)", ge=0)
+
+    def setup(self) -> None:
+        try:
+            self.engine_config().check()
+        except EngineConfigError as e:
+            raise ParamError(self.name, None, str(e)) from None
+
+    def engine_config(self, in_process: bool = True) -> EngineConfig:
+        """`in_process`: the batch engine keeps vLLM in the Ray actor's own process, so nothing
+        outlives the actor when Ray stops it; the online engine needs its own engine process."""
+        return EngineConfig(
+            model=self.model, dtype=self.dtype, max_model_len=self.max_model_len,
+            kv_cache_tokens=self.kv_cache_tokens, block_size=self.block_size,
+            max_num_batched_tokens=self.max_num_batched_tokens, seed=self.seed or 0,
+            load_format=self.load_format, enforce_eager=self.enforce_eager,
+            memory_utilization=self.memory_utilization, prefix_grouping=self.prefix_grouping,
+            in_process=in_process)
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class LLMOperator(EngineOperator):
+    """Shared parameters and the Ray Data plan of every LLM operator (not registered itself)."""
+
+    prompt: str = param("{{ text }}", doc="jinja2 template over the row's fields")
+    system_prompt: Optional[str] = param(None, doc="system message (chat) or text put before the prompt")
+    chat: bool = param(False, doc="send the prompt as chat messages through the model's chat template")
+    max_tokens: int = param(64, doc="most tokens to generate per row", ge=1)
+    temperature: float = param(0.0, doc="sampling temperature; 0 is greedy", ge=0)
+    top_p: float = param(1.0, doc="nucleus sampling mass", gt=0, le=1)
     buckets_per_actor: int = param(4, doc="routing buckets per actor; a bucket is one engine batch", ge=1)
     prefix_key_chars: int = param(1000, doc="rendered prompt characters that decide the routing bucket", ge=1)
 
@@ -75,10 +97,7 @@ class LLMOperator(Operator):
             self.template
         except jinja2.TemplateSyntaxError as e:
             raise ParamError(self.name, "prompt", f"template syntax error: {e.message}") from None
-        try:
-            self.engine_config().check()
-        except EngineConfigError as e:
-            raise ParamError(self.name, None, str(e)) from None
+        super().setup()
 
     @property
     def template(self) -> jinja2.Template:
@@ -93,17 +112,6 @@ class LLMOperator(Operator):
         state = dict(self.__dict__)
         state.pop("_template", None)    # jinja2 templates do not pickle; rebuilt on first use
         return state
-
-    def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            model=self.model, dtype=self.dtype, max_model_len=self.max_model_len,
-            kv_cache_tokens=self.kv_cache_tokens, block_size=self.block_size,
-            max_num_batched_tokens=self.max_num_batched_tokens, seed=self.seed or 0,
-            load_format=self.load_format, enforce_eager=self.enforce_eager,
-            memory_utilization=self.memory_utilization, prefix_grouping=self.prefix_grouping,
-            # The engine lives in a Ray actor: keeping vLLM in the actor's own process means
-            # nothing outlives the actor when Ray stops it.
-            in_process=True)
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature,
@@ -366,4 +374,4 @@ class llm_classify(LLMOperator):
                                   self.output_key, pa.string())
 
 
-__all__ = ["LLMOperator", "EngineActor", "BatchLog", "llm_generate", "llm_score", "llm_filter", "llm_classify"]
+__all__ = ["EngineOperator", "LLMOperator", "EngineActor", "BatchLog", "llm_generate", "llm_score", "llm_filter", "llm_classify"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ SCHEME = "affine32"
 SKIPPED_NAME = re.compile(r"(^|_)(id|key|uuid|guid|url|uri|link|href|email|date|time|hash)s?$", re.I)
 SKIPPED_VALUE = re.compile(r"^(https?://|www\.|\d{4}-\d{2}-\d{2})", re.I)
 MAX_VALUE_CHARS = 80     # longer values are free text
-MAX_VALUES_PER_COLUMN = 100_000
+MAX_DISTINCT = 100_000   # a column with more distinct values holds names of things, not categories
+SMALL_COLUMN = 1_000     # values of columns this small are also compared one by one
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def similarity(a: str, b: str) -> float:
 
 def indexed_columns(profile: DatabaseProfile) -> list[tuple[str, str]]:
     return [(t.name, c.name) for t in profile.tables.values() for c in t.columns
-            if c.type.upper().startswith("VARCHAR") and not SKIPPED_NAME.search(c.name)]
+            if c.type.upper().startswith("VARCHAR") and not SKIPPED_NAME.search(c.name)
+            and c.distinct <= MAX_DISTINCT]
 
 
 class ValueIndex:
@@ -67,10 +70,13 @@ class ValueIndex:
     def __init__(self, values: list[tuple[str, str, str]], signatures: np.ndarray):
         self.values = values                  # (table, column, value) per row of `signatures`
         self.signatures = signatures
+        sizes = Counter((t, c) for t, c, _ in values)
+        # short misspelled words share few 3-grams with their value: small columns are also scanned
+        self.small = [i for i, (t, c, _) in enumerate(values) if sizes[(t, c)] <= SMALL_COLUMN]
         self.lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
         with self.lsh.insertion_session() as session:
             for i, row in enumerate(signatures):
-                session.insert(i, LeanMinHash(seed=SEED, hashvalues=row, scheme=SCHEME))
+                session.insert(i, LeanMinHash(seed=SEED, hashvalues=row.astype(np.uint64), scheme=SCHEME))
 
     @classmethod
     def build(cls, sandbox: Sandbox, profile: DatabaseProfile) -> "ValueIndex":
@@ -79,17 +85,18 @@ class ValueIndex:
             col = quote_ident(column)
             rows = sandbox.query(f"SELECT DISTINCT {col} FROM {quote_ident(table)} WHERE {col} IS NOT "
                                  f"NULL AND length({col}) <= {MAX_VALUE_CHARS} "
-                                 f"LIMIT {MAX_VALUES_PER_COLUMN}").rows
+                                 f"LIMIT {2 * MAX_DISTINCT}").rows
             values += [(table, column, v) for (v,) in rows if v.strip() and not SKIPPED_VALUE.match(v)]
         hashes = MinHash.bulk([shingles(v) for _, _, v in values], num_perm=NUM_PERM, seed=SEED, scheme=SCHEME)
-        signatures = np.array([m.hashvalues for m in hashes], dtype=np.uint64).reshape(-1, NUM_PERM)
+        # affine32 hash values fit in 32 bits: half the size on disk
+        signatures = np.array([m.hashvalues for m in hashes], dtype=np.uint32).reshape(-1, NUM_PERM)
         return cls(values, signatures)
 
     @classmethod
     def for_database(cls, sandbox: Sandbox, profile: DatabaseProfile,
                      cache_dir: str | Path | None = None) -> "ValueIndex":
         """Loaded from the cache folder, or built and saved there; rebuilt when the file changes."""
-        stem = cache_folder(cache_dir) / f"values-v1-{fingerprint(sandbox.path)}"
+        stem = cache_folder(cache_dir) / f"values-v2-{fingerprint(sandbox.path)}"
         arrays, listing = stem.with_suffix(".npy"), stem.with_suffix(".json")
         if arrays.exists() and listing.exists():
             return cls([tuple(v) for v in json.loads(listing.read_text())],
@@ -105,9 +112,17 @@ class ValueIndex:
             return []
         query = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME)
         query.update_batch(list(shingles(text)))
-        found = [self.values[i] for i in self.lsh.query(query)]
-        scored = sorted(((similarity(text, v), t, c, v) for t, c, v in found), reverse=True)
+        found = set(self.lsh.query(query)) | {i for i in self.small if _close(text, self.values[i][2])}
+        scored = sorted(((similarity(text, v), t, c, v) for t, c, v in map(self.values.__getitem__, found)),
+                        reverse=True)
         return [ValueMatch(t, c, v, round(s, 3)) for s, t, c, v in scored[:k]]
+
+
+def _close(a: str, b: str, cutoff: float = 0.6) -> bool:
+    if abs(len(a) - len(b)) > max(3, len(a) // 2):
+        return False
+    matcher = difflib.SequenceMatcher(None, a.lower(), b.lower())
+    return matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff
 
 
 def _write_atomically(path: Path, write) -> None:

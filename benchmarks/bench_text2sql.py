@@ -1,0 +1,119 @@
+"""Value retrieval for Text-to-SQL on TPC-H and TPC-DS SF1: can a misspelled literal of a real
+query still find the database value it meant?
+
+For each suite, the string literals compared with `=` or `IN` in the queries' predicates (the
+22 TPC-H queries; the DSB queries over TPC-DS) that are values of an indexed column are
+misspelled three ways (a typo: one character dropped, doubled or swapped; the case changed;
+a word dropped from a value of several words) and looked up in the value index. Reported:
+recall@10 per kind, index build time, values and size on disk, lookup latency.
+
+Build the data first (offline, a few minutes): .venv/bin/python benchmarks/make_tpc_data.py
+    .venv/bin/python benchmarks/bench_text2sql.py [--suite tpch|dsb|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from sluice.sql_agent.duck import Sandbox
+from sluice.sql_agent.schema import profile
+from sluice.sql_agent.text2sql.values import ValueIndex
+
+HERE = Path(__file__).parent
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def literals(queries: list[str]) -> set[str]:
+    found = set()
+    for sql in queries:
+        try:
+            tree = sqlglot.parse_one(sql, read="duckdb")
+        except sqlglot.errors.ParseError:
+            continue
+        for node in tree.find_all(exp.EQ, exp.In):
+            for lit in node.find_all(exp.Literal):
+                if lit.is_string and len(lit.this) >= 3:
+                    found.add(lit.this)
+    return found
+
+
+def typo(value: str, rng: random.Random) -> str:
+    i = rng.randrange(len(value) - 1)
+    kind = rng.choice(["drop", "double", "swap"])
+    if kind == "drop":
+        return value[:i] + value[i + 1:]
+    if kind == "double":
+        return value[:i] + value[i] + value[i:]
+    return value[:i] + value[i + 1] + value[i] + value[i + 2:]
+
+
+def misspellings(value: str, rng: random.Random) -> dict[str, str]:
+    out = {"typo": typo(value, rng), "case": value.swapcase()}
+    words = value.split()
+    if len(words) > 1:
+        out["dropped word"] = " ".join(w for j, w in enumerate(words) if j != rng.randrange(len(words)))
+    return out
+
+
+def run_suite(name: str, db: Path, queries: list[str], cache: Path) -> dict:
+    with Sandbox(db) as sb:
+        prof = profile(sb, cache)
+        start = time.perf_counter()
+        index = ValueIndex.for_database(sb, prof, cache)
+        build_s = time.perf_counter() - start
+    known = {v for _, _, v in index.values}
+    targets = sorted(literals(queries) & known)
+    rng = random.Random(7)
+    hits: dict[str, list[bool]] = {}
+    latencies = []
+    for value in targets:
+        for kind, wrong in misspellings(value, rng).items():
+            t = time.perf_counter()
+            found = [m.value for m in index.search(wrong, k=10)]
+            latencies.append(time.perf_counter() - t)
+            hits.setdefault(kind, []).append(value in found)
+    size = sum(p.stat().st_size for p in cache.glob("values-*"))
+    row = {"suite": name, "values": len(index.values), "literals": len(targets),
+           "build_s": build_s, "size_mb": size / 1e6,
+           "lookup_ms_median": 1000 * statistics.median(latencies) if latencies else 0.0,
+           **{f"recall@10 {k}": sum(v) / len(v) for k, v in hits.items()},
+           "recall@10 all": sum(map(sum, hits.values())) / max(1, sum(map(len, hits.values())))}
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", choices=["tpch", "dsb", "all"], default="all")
+    ap.add_argument("--tpch-db", type=Path, default=HERE / "data" / "tpch_sf1.duckdb")
+    ap.add_argument("--tpcds-db", type=Path, default=HERE / "data" / "tpcds_sf1.duckdb")
+    args = ap.parse_args()
+    suites = []
+    if args.suite in ("tpch", "all"):
+        suites.append(("TPC-H SF1", args.tpch_db,
+                       [p.read_text() for p in sorted((SHARED / "tpch").glob("*.sql"))]))
+    if args.suite in ("dsb", "all"):
+        with (SHARED / "dsb" / "queries_dsb_train.csv").open() as f:
+            suites.append(("DSB on TPC-DS SF1", args.tpcds_db, [r["original_sql"] for r in csv.DictReader(f)]))
+    for name, db, queries in suites:
+        if not db.is_file():
+            print(f"{db}: missing; build it with benchmarks/make_tpc_data.py", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory() as cache:
+            row = run_suite(name, db, queries, Path(cache))
+        print(" | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
