@@ -139,10 +139,13 @@ class FusedStage:
 
     def __init__(self, steps: list[tuple[str, Operator]], ledger, rejects_dir: str | None,
                  file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
-                 keep_stats: bool = False, analyze: bool = False, index: int = 0):
+                 keep_stats: bool = False, analyze: bool = False, index: int = 0,
+                 stat_names: Iterable[str] = ()):
         self.steps, self.ledger, self.rejects_dir = steps, ledger, rejects_dir
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
+        # The stats this run's filters compute; other `stats.` fields are input data, kept as is.
+        self.stat_names = frozenset(stat_names)
         labels = [label for label, _ in steps] or ["write" if sink else "split_rejects"]
         self.name = labels[0] if len(labels) < 3 else f"{labels[0]}+{len(labels) - 2}+{labels[-1]}"
         self.index, self.key = index, f"{index}:{self.name}"  # the key names the stage in the ledger
@@ -178,12 +181,11 @@ class FusedStage:
                   for start in range(0, max(table.num_rows, 1), SLICE_ROWS)]
         table = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces, promote_options="permissive")
         if self.sink:
-            stats = [c[len(STATS_PREFIX):] for c in table.column_names if c.startswith(STATS_PREFIX)]
+            stats = [n for n in sorted(self.stat_names) if STATS_PREFIX + n in table.column_names]
             samples += stat_samples(table, stats, "after", rng)
             records.append(("kept", table.num_rows, table.num_rows, 0, 0.0))
-            drop = [c for c in table.column_names
-                    if c.startswith("__") or (not self.keep_stats and c.startswith(STATS_PREFIX))]
-            table = table.drop_columns(drop)
+            drop = [c for c in table.column_names if c.startswith("__")]
+            table = table.drop_columns(drop + ([] if self.keep_stats else [STATS_PREFIX + n for n in stats]))
         ray.get(self.ledger.finish.remote(key, records, samples, table.schema))
         return table
 
@@ -403,7 +405,8 @@ class Pipeline:
             if analyze:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
             stage = FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=sink,
-                               keep_stats=keep_stats, analyze=analyze, index=i)
+                               keep_stats=keep_stats, analyze=analyze, index=i,
+                               stat_names=[n for o in self.ops if isinstance(o, Filter) for n in o.stat_names])
             ds = ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None, max_retries=CRASHES)
             upstream = None
 

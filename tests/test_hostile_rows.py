@@ -148,8 +148,12 @@ def test_fields_named_like_internal_columns_are_rejected_and_other_rows_kept(ray
         json.dumps({"text": "x", "__id__": 5}), json.dumps({"text": "y", "__reject__": "no"}),
         json.dumps({"text": "z", "__source__": "elsewhere", "__other": 1})] + GOOD[3:])
     pq.write_table(pa.table({"text": ["p", "q"], "__id__": [1, 2]}), inp / "b.parquet")
+    # A `stats.` field no filter of the run computes is input data: kept as it was.
+    write_lines(inp / "c.jsonl", [json.dumps({"text": "noted", "stats.note": {"by": "hand"}})])
     s, rejects, rows = run(tmp_path, inp, [create_operator("text_length_filter", {"min_len": 1})])
-    assert texts(rows) == GOOD_TEXTS
+    assert texts(rows) == sorted(GOOD_TEXTS + ["noted"])
+    assert [r["stats.note"] for r in rows if r["text"] == "noted"] == [{"by": "hand"}]
+    assert "stats.text_len" not in rows[0]
     lines = by_line(rejects)
     assert sorted(lines) == [("a.jsonl", 4), ("a.jsonl", 5), ("a.jsonl", 6), ("b.parquet", 1), ("b.parquet", 2)]
     assert all("reserved for sluice's internal columns" in reason for reason in lines.values())
