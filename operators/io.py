@@ -283,6 +283,14 @@ class _NotKept(ValueError):
     """A value that Arrow cannot hold as written: the line is rejected, not changed."""
 
 
+def _valid(data) -> bool:
+    try:
+        data.validate(full=True)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
 def _not_json(constant: str):
     raise _NotKept(f"{constant} is not a JSON value")
 
@@ -350,8 +358,10 @@ class FileReader:
             for table, offsets, rejected in reader(compression):
                 table, bad_names = self._with_ids(table, offsets)
                 self.rows_read += table.num_rows + len(bad_names) + len(rejected)
+                # (The JSON reader checks UTF-8 as it parses, with the column of the bad byte.)
+                table, bad_bytes = (table, []) if fmt == "jsonl" else self._check_utf8(table)
                 table, bad_text = self._check_text(table)
-                self._reject(rejected + bad_names + bad_text)
+                self._reject(rejected + bad_names + bad_bytes + bad_text)
                 if table.num_rows:
                     yield table
         except UNREADABLE as e:
@@ -381,6 +391,19 @@ class FileReader:
             return table, []
         reason = f"field names starting with '__' are reserved for sluice's internal columns; rename {names}"
         return table.filter(pc.invert(used)), self._records_for(table.filter(used), reason)
+
+    def _check_utf8(self, table: pa.Table) -> tuple[pa.Table, list[dict]]:
+        """Reject rows holding strings that are not UTF-8 (Parquet and CSV pass them through);
+        the rows of a table that fails the check are looked at one by one."""
+        if _valid(table):
+            return table, []
+        fields = [[name for name, column in zip(table.column_names, table.columns)
+                   if not _valid(column.slice(i, 1))] for i in range(table.num_rows)]
+        bad = pa.array([bool(f) for f in fields])
+        lines = (table.column(ID_COLUMN).to_numpy() & 0xFFFFFFFF) + 1
+        records = [self._record(int(line), "not UTF-8 in field " + ", ".join(f"'{n}'" for n in names), None)
+                   for line, names in zip(lines, fields) if names]
+        return table.filter(pc.invert(bad)), records
 
     def _check_text(self, table: pa.Table) -> tuple[pa.Table, list[dict]]:
         """Reject rows whose text field is missing, null or not a string."""
@@ -468,7 +491,8 @@ class FileReader:
             return "skip"
 
         parse = pa_csv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True)
-        convert = pa_csv.ConvertOptions(column_types={self.text_key: pa.string()})
+        # Bytes that are not UTF-8 would fail the whole batch: the rows holding them are rejected.
+        convert = pa_csv.ConvertOptions(column_types={self.text_key: pa.string()}, check_utf8=False)
         with _open_bytes(self.path, compression) as stream:
             reader = pa_csv.open_csv(stream, parse_options=parse, convert_options=convert)
             offset = 0

@@ -57,11 +57,15 @@ GOOD_TEXTS = sorted(json.loads(line)["text"] for line in GOOD)
 
 def test_bytes_that_are_not_utf8_are_rejected_not_passed_through(ray_session, tmp_path, inp):
     write_lines(inp / "a.jsonl", GOOD[:3] + [b'{"text": "caf\xe9"}', b'{"text": "ok", "m": "\xff\xfe"}'] + GOOD[3:])
-    s, rejects, rows = run(tmp_path, inp / "a.jsonl")
-    assert texts(rows) == GOOD_TEXTS
+    (inp / "b.csv").write_bytes(b'text,n\n"csv one",1\n"bad \xff",2\n"csv three",3\n')
+    raw = pa.array([b"pq one", b"bad \xe9", b"pq three"], pa.binary())
+    pq.write_table(pa.table({"text": pa.Array.from_buffers(pa.string(), 3, raw.buffers())}), inp / "c.parquet")
+    s, rejects, rows = run(tmp_path, inp)
+    assert texts(rows) == sorted(GOOD_TEXTS + ["csv one", "csv three", "pq one", "pq three"])
     assert by_line(rejects) == {("a.jsonl", 4): "not UTF-8: byte 0xe9 at column 14",
-                                ("a.jsonl", 5): "not UTF-8: byte 0xff at column 22"}
-    assert s["rows_read"] == 8
+                                ("a.jsonl", 5): "not UTF-8: byte 0xff at column 22",
+                                ("b.csv", 3): "not UTF-8 in field 'text'", ("c.parquet", 2): "not UTF-8 in field 'text'"}
+    assert s["rows_read"] == 8 + 3 + 3
 
 
 def test_lone_surrogates_are_rejected_and_surrogate_pairs_kept(ray_session, tmp_path, inp):
