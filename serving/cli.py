@@ -1,4 +1,4 @@
-"""The `sluice` command line: run and validate recipes, list operators, SQL tools."""
+"""The `sluice` command line: run and validate recipes, list operators, SQL tools, serve."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import sys
 import textwrap
 
+from sluice.serving.serve_cli import add_serve_command
 from sluice.serving.sql_cli import add_sql_commands
 
 
@@ -79,7 +80,8 @@ def cmd_ops(args) -> int:
 EXIT_CODES = """exit codes:
   0    done
   1    sql rewrite batch: some queries failed (each is in the report); sql ask: no valid SQL
-  2    an error you can fix (recipe, parameter, input, database); one line on stderr
+  2    an error you can fix (recipe, serve config, parameter, input, database); one line
+       on stderr; serve: the server could not start
   3    run: not every input row is accounted for; sql rewrite: the query ran past --timeout
   130  interrupted (Ctrl-C); Ray was stopped"""
 EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.set_defaults(func=cmd_ops)
 
     add_sql_commands(sub)
+    add_serve_command(sub)
     return parser
 
 

@@ -1,0 +1,252 @@
+"""`sluice serve` end to end: a real uvicorn server on a free loopback port, the tiny
+dummy-weight model on vLLM CPU, a DuckDB shop database; httpx as the client. One server for
+the module; the last test stops it with SIGTERM and checks that it drains."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from sluice.engine.testing import build_tiny_model
+from sluice.sql_agent.testing import make_shop_db
+
+pytestmark = pytest.mark.timeout(600)
+
+KEY, OTHER_KEY = "test-key-alice-0123456789", "test-key-bob-0123456789"
+MAX_BODY = 32768
+STARTUP_S = 480
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    build_tiny_model(root / "tiny")
+    make_shop_db(root / "shop.duckdb", customers=50, products=20, orders=200)
+    (root / "keys.txt").write_text(f"alice={KEY}\nbob={OTHER_KEY}\n")
+    (root / "serve.yaml").write_text(f"""\
+model: {{path: tiny, name: tiny}}
+engine: {{dtype: float32, max_model_len: 2048, kv_cache_tokens: 16384, load_format: dummy,
+         enforce_eager: true}}
+schedule: {{max_inflight_seqs: 4}}
+databases: {{shop: shop.duckdb}}
+auth: {{keys_file: keys.txt}}
+limits: {{max_queue: 8, max_body_bytes: {MAX_BODY}}}
+text2sql: {{candidates: 2, revisions: 1, unit_tests: 2, max_tokens: 16, schema_selection: false,
+           cache_dir: cache}}
+rewrite: {{runs: 1, cache_dir: cache}}
+drain: {{grace_s: 60}}
+""")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "sluice.serving.cli", "serve", "--config",
+                             str(root / "serve.yaml"), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, base, root / "server.log")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _wait_healthy(proc, base: str, log_path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the server did not become healthy in {STARTUP_S} s")
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server[1], headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=120) as c:
+        yield c
+
+
+def metric(client, name: str, **labels) -> float:
+    text = client.get("/metrics").text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} " if want else f"{name} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_completion(client):
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "the data row", "max_tokens": 8,
+                                             "ignore_eos": True, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion" and body["model"] == "tiny"
+    assert body["id"].startswith("cmpl-") and body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 8 and body["usage"]["prompt_tokens"] > 0
+
+
+def test_chat_stream_is_server_sent_events_ending_with_done(client):
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": "tiny", "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": 6, "ignore_eos": True, "stream": True, "priority": -1, "slo_ms": 60000}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert len({c["id"] for c in chunks}) == 1
+
+
+def test_models_and_auth(server, client):
+    models = client.get("/v1/models").json()
+    assert models["data"][0]["id"] == "tiny" and models["data"][0]["max_model_len"] == 2048
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+        r = httpx.get(f"{server[1]}/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{server[1]}/v1/models", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
+    assert httpx.get(f"{server[1]}/health").status_code == 200       # no key needed off /v1
+
+
+def test_an_impossible_deadline_is_refused_at_once_with_retry_after(client):
+    began = time.monotonic()
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "a row of text",
+                                             "max_tokens": 32, "slo_ms": 1})
+    assert time.monotonic() - began < 2
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error"
+    assert "past its deadline" in r.json()["error"]["message"]
+    assert metric(client, "sluice_refusals_total", reason="deadline") >= 1
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "tiny", "prompt": "x", "max_token": 3}, 400, "max_token"),
+    ({"model": "tiny", "prompt": 7}, 400, "prompt"),
+    ({"model": "tiny"}, 400, "prompt"),
+    ({"model": "big", "prompt": "x"}, 404, "model"),
+    ({"model": "tiny", "prompt": "data " * 2500}, 400, "prompt"),
+    ({"model": "tiny", "prompt": "x", "slo_ms": -5}, 400, "slo_ms"),
+])
+def test_bad_requests_are_4xx_naming_the_field(client, body, status, param):
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_malformed_json_and_a_body_over_the_limit(client):
+    r = client.post("/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x" * (MAX_BODY + 10)})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+    assert metric(client, "sluice_refusals_total", reason="body_too_large") >= 1
+    assert client.get("/health").status_code == 200
+
+
+def test_a_client_that_disconnects_has_its_call_aborted(server, client):
+    long = {"model": "tiny", "prompt": "go on", "max_tokens": 1900, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server[1]}/v1/completions", json=long, timeout=0.5, headers=client.headers)
+    with client.stream("POST", "/v1/completions", json={**long, "stream": True}) as r:
+        next(r.iter_lines())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+            metric(client, "sluice_client_disconnects_total", route="/v1/completions") < 2
+            or metric(client, "sluice_engine_running_calls") > 0):
+        time.sleep(0.2)
+    assert metric(client, "sluice_client_disconnects_total", route="/v1/completions") == 2
+    assert metric(client, "sluice_engine_running_calls") == 0
+    assert client.get("/health").json()["inflight"] == 0
+
+
+def test_low_priority_work_is_shed_when_the_queue_is_busy(client):
+    hold = {"model": "tiny", "prompt": "hold", "max_tokens": 1500, "ignore_eos": True, "stream": True}
+    with client.stream("POST", "/v1/completions", json=hold) as r:
+        next(r.iter_lines())
+        shed = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "priority": 7})
+        assert shed.status_code == 429 and "queue is full" in shed.json()["error"]["message"]
+        assert int(shed.headers["retry-after"]) >= 1
+    assert metric(client, "sluice_refusals_total", reason="queue_full") >= 1
+
+
+def test_sql_ask_answers_with_its_evidence(client):
+    r = client.post("/v1/sql/ask", json={"database": "shop", "question": "How many orders shipped?",
+                                         "slo_ms": 120000})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["database"] == "shop" and a["status"] == "no valid SQL" and a["sql"] is None
+    assert len(a["evidence"]["candidates"]) == 2 and "keywords" in a["evidence"]["stages"]
+    assert all(c["status"] != "ok" for c in a["evidence"]["candidates"])
+    r = client.post("/v1/sql/ask", json={"database": "/etc/passwd", "question": "x"})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "database"
+
+
+def test_sql_rewrite(client):
+    r = client.post("/v1/sql/rewrite", json={
+        "database": "shop", "sql": "SELECT o_id FROM orders WHERE o_id IN (SELECT o_id FROM items)"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["original"].startswith("SELECT o_id") and out["rows"] > 0 and out["candidates"]
+    assert isinstance(out["accepted"], bool) and isinstance(out["diff"], str)
+    bad = client.post("/v1/sql/rewrite", json={"database": "shop", "sql": "DROP TABLE orders"})
+    assert bad.status_code == 400
+
+
+def test_metrics(client):
+    text = client.get("/metrics").text
+    for name in ("sluice_queue_depth", "sluice_inflight_requests", "sluice_slo_attainment",
+                 "sluice_stage_latency_seconds_bucket", "sluice_prefix_cache_hit_tokens_total",
+                 "sluice_refusals_total", "sluice_requests_total", "sluice_engine_up 1.0"):
+        assert name in text, name
+    assert 'sluice_stage_latency_seconds_count{stage="completion"}' in text
+    assert 'sluice_slo_attainment{route="/v1/completions"}' in text
+
+
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
+    proc, base = server
+    done = {}
+
+    def long_stream():
+        with client.stream("POST", "/v1/completions", json={
+                "model": "tiny", "prompt": "drain me", "max_tokens": 1500, "ignore_eos": True,
+                "stream": True}) as r:
+            done["events"] = [line for line in r.iter_lines() if line]
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while client.get("/health").json()["inflight"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    r = httpx.post(f"{base}/v1/completions", json={"model": "tiny", "prompt": "x"}, headers=client.headers)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable_error"
+    assert httpx.get(f"{base}/health").json()["status"] == "draining"
+    thread.join(120)
+    assert done["events"][-1] == "data: [DONE]" and len(done["events"]) > 2
+    assert proc.wait(60) == 0
