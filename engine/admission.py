@@ -9,8 +9,9 @@ A policy maps a waiting call to a priority, lower first, recomputed at every dec
 - `FCFS`: arrival at the queue.
 - `EDF`: the workflow's end-to-end deadline.
 - `Urgency`: minus the urgency, where urgency = the call's estimated time on this engine minus
-  its remaining slack (its stage's deadline minus now). Among calls whose priorities lie within
-  `prefix_window_s` of the best, the one with the longest prefix already in vLLM's cache goes
+  its remaining slack (its stage's deadline minus now); calls of workflows already past their
+  deadline go last. Among calls whose priority is within `prefix_window` x (the best call's
+  estimated time) of the best, the one with the longest prefix already in vLLM's cache goes
   first (all stages of a Text-to-SQL question share one schema prompt).
 
 Offline calls (batch work) wait behind every online call and go in submission order.
@@ -55,14 +56,14 @@ class Pending:
 
 class Policy(Protocol):
     name: str
-    prefix_window_s: float | None         # None: no prefix tie-break
+    prefix_window: float | None           # None: no prefix tie-break
 
     def priority(self, call: Pending, now: float) -> float: ...
 
 
 class FCFS:
     name = "fcfs"
-    prefix_window_s = None
+    prefix_window = None
 
     def priority(self, call: Pending, now: float) -> float:
         return call.enqueued
@@ -70,7 +71,7 @@ class FCFS:
 
 class EDF:
     name = "edf"
-    prefix_window_s = None
+    prefix_window = None
 
     def priority(self, call: Pending, now: float) -> float:
         return call.workflow_deadline
@@ -81,13 +82,21 @@ def urgency(call: Pending, now: float) -> float:
     return call.estimate_s - (call.deadline - now)
 
 
+LATE = 1e12   # priority offset of calls whose workflow has missed its deadline
+
+
 class Urgency:
+    """Most urgent first. A call whose workflow is already past its deadline waits behind every
+    call that can still make its own (in arrival order): serving hopeless work first is what
+    makes least-slack scheduling collapse under overload."""
     name = "urgency"
 
-    def __init__(self, prefix_window_s: float | None = 0.1):
-        self.prefix_window_s = prefix_window_s
+    def __init__(self, prefix_window: float | None = 0.25):
+        self.prefix_window = prefix_window
 
     def priority(self, call: Pending, now: float) -> float:
+        if now > call.workflow_deadline:
+            return LATE + call.enqueued
         return -urgency(call, now)
 
 
@@ -135,7 +144,7 @@ class AdmissionQueue:
             self._refresh(call, load)
         keyed = [(policy.priority(call, now), call.seq, call) for call in online]
         best = min(keyed, key=lambda k: k[:2])
-        if policy.prefix_window_s is None:
+        if policy.prefix_window is None:
             return best[2]
-        near = [k for k in keyed if k[0] <= best[0] + policy.prefix_window_s]
+        near = [k for k in keyed if k[0] <= best[0] + policy.prefix_window * best[2].estimate_s]
         return max(near, key=lambda k: (k[2].cached_tokens, -k[0], -k[1]))[2]

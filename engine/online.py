@@ -50,13 +50,16 @@ class Schedule:
     max_inflight_seqs: int | None = 8       # None: no admission control, every call goes to vLLM
                                             # when issued (plain vLLM)
     max_inflight_tokens: int | None = None  # prompt + max output tokens in flight; None: KV cache
-    offline_reserve: int = 1                # slots offline work leaves free for online arrivals
+    offline_seqs: int = 2                   # sequences offline work may hold at most: each one
+                                            # shares every decode step with the online calls
     vllm_priority: str = "class"            # vLLM's own priority: "class" (online 0, offline
                                             # last) or "workflow" (the workflow's arrival order)
 
     def __post_init__(self):
         if self.max_inflight_seqs is not None and self.max_inflight_seqs < 1:
             raise ValueError(f"schedule: max_inflight_seqs must be at least 1, got {self.max_inflight_seqs}")
+        if self.offline_seqs < 1:
+            raise ValueError(f"schedule: offline_seqs must be at least 1, got {self.offline_seqs}")
         if self.vllm_priority not in VLLM_PRIORITIES:
             raise ValueError(f"schedule: vllm_priority must be one of {VLLM_PRIORITIES}")
 
@@ -216,8 +219,8 @@ class OnlineEngine:
 
         async def one(i: int) -> Completion:
             try:
-                async with contextlib.aclosing(self._outputs(prompts[i], params[i], None, None,
-                                                             token_ids[i])) as outputs:
+                async with contextlib.aclosing(self._outputs(
+                        prompts[i], params[i], None, None, token_ids[i], offline=True)) as outputs:
                     async for output in outputs:
                         last = output
                 return to_completion(last, params[i])
@@ -227,12 +230,16 @@ class OnlineEngine:
 
         order = sorted(range(len(prompts)), key=lambda i: token_ids[i])
         tasks = {i: asyncio.create_task(one(i)) for i in order}    # tasks start in this order
-        return [await tasks[i] for i in range(len(prompts))]
+        try:
+            return [await tasks[i] for i in range(len(prompts))]
+        finally:                                                   # cancelled: so are its calls
+            for task in tasks.values():
+                task.cancel()
 
     # --- inside ----------------------------------------------------------------------------
 
     def _ticket(self, prompt: Prompt, params: SamplingParams, workflow: Workflow | None,
-                stage: str | None, token_ids: list[int] | None) -> _Ticket:
+                stage: str | None, token_ids: list[int] | None, offline: bool) -> _Ticket:
         if self._llm is None:
             raise EngineDead(self._dead or "engine: not started; use `async with OnlineEngine(config)`")
         if not self.health().ok:
@@ -242,7 +249,6 @@ class OnlineEngine:
         if error:
             raise CallError(error)
         now = self._clock()
-        offline = token_ids is not None
         kind, deadline, workflow_deadline = stage or ("offline" if offline else "call"), math.inf, math.inf
         if workflow is not None:
             if stage is None:
@@ -266,9 +272,9 @@ class OnlineEngine:
         pending.ticket = ticket
         return ticket
 
-    async def _outputs(self, prompt, params, workflow, stage, token_ids=None):
+    async def _outputs(self, prompt, params, workflow, stage, token_ids=None, offline=False):
         """The vLLM outputs of one call (cumulative), after it is admitted."""
-        ticket = self._ticket(prompt, params, workflow, stage, token_ids)
+        ticket = self._ticket(prompt, params, workflow, stage, token_ids, offline)
         self._queue.push(ticket.pending)
         self._dispatch()
         from vllm.inputs import TokensPrompt
@@ -315,10 +321,11 @@ class OnlineEngine:
         s = self.schedule
         if s.max_inflight_seqs is None or not self._inflight:
             return True
-        seqs = s.max_inflight_seqs - (s.offline_reserve if call.offline else 0)
         tokens = s.max_inflight_tokens or self.kv_cache_tokens
         held = sum(t.pending.kv_tokens for t in self._inflight)
-        return len(self._inflight) < seqs and held + call.kv_tokens <= tokens
+        if call.offline and sum(t.pending.offline for t in self._inflight) >= s.offline_seqs:
+            return False
+        return len(self._inflight) < s.max_inflight_seqs and held + call.kv_tokens <= tokens
 
     def _release(self, ticket: _Ticket, last) -> None:
         if ticket.pending in self._queue:

@@ -104,7 +104,7 @@ BATCH = 40
 
 
 def test_offline_batch_runs_below_online_calls(online, run):
-    online.schedule = Schedule(max_inflight_seqs=3, offline_reserve=1)
+    online.schedule = Schedule(max_inflight_seqs=3, offline_seqs=2)
     rng = random.Random(5)
 
     async def scenario():

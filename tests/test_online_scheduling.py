@@ -164,9 +164,12 @@ def test_fcfs_edf_and_urgency_orders():
     assert drain(queue_with(calls, times), FCFS(), now) == ["long", "short", "mid", "free"]
     assert drain(queue_with(calls, times), EDF(), now) == ["short", "mid", "long", "free"]
     # slack - estimate: long 0.2, short 0.9, mid 2.0 -> the long call has least room
-    assert drain(queue_with(calls, times), Urgency(prefix_window_s=None), now) == \
+    assert drain(queue_with(calls, times), Urgency(prefix_window=None), now) == \
         ["long", "short", "mid", "free"]
     assert urgency(calls[0], now) == pytest.approx(-0.2, abs=1e-4)
+    late = Pending("late", 0, 0, enqueued=0.5, deadline=now - 2.0, workflow_deadline=now - 1.0)
+    assert drain(queue_with(calls + [late], times), Urgency(prefix_window=None), now) == \
+        ["long", "short", "mid", "late", "free"]
 
 
 def test_urgency_is_recomputed_at_each_decision():
@@ -186,11 +189,11 @@ def test_prefix_awareness_breaks_ties_among_similar_urgency_only():
     urgent = Pending("gen", 300, 10, hashes=block_hashes(list(range(900, 1200)), 32), deadline=9.0)
     q = queue_with([cold, warm], {"gen": 1.0})
     q.prefix.add(block_hashes(schema + [1], 32))
-    assert q.choose(Urgency(prefix_window_s=None), now=0.0) is cold
-    assert q.choose(Urgency(prefix_window_s=0.1), now=0.0) is warm
+    assert q.choose(Urgency(prefix_window=None), now=0.0) is cold
+    assert q.choose(Urgency(prefix_window=0.1), now=0.0) is warm
     assert warm.cached_tokens == 288
-    q.push(urgent)                                         # 1 s more urgent: beyond the window
-    assert q.choose(Urgency(prefix_window_s=0.1), now=0.0) is urgent
+    q.push(urgent)                                  # 1 s more urgent: beyond 0.1 x its 1 s estimate
+    assert q.choose(Urgency(prefix_window=0.1), now=0.0) is urgent
 
 
 def test_offline_calls_wait_behind_every_online_call_in_submission_order():
