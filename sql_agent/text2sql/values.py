@@ -55,7 +55,14 @@ def shingles(text: str) -> set[bytes]:
 
 
 def similarity(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+    """Edit similarity; a search text whose words all appear in the value (a dropped word)
+    scores at least 0.9 times the share of the value's words it has."""
+    a, b = a.lower(), b.lower()
+    ratio = difflib.SequenceMatcher(None, a, b).ratio()
+    words, value_words = a.split(), b.split()
+    if words and all(w in value_words for w in words):
+        ratio = max(ratio, 0.9 * len(words) / len(value_words) + 0.05)
+    return ratio
 
 
 def indexed_columns(profile: DatabaseProfile) -> list[tuple[str, str]]:
