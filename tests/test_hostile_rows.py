@@ -17,6 +17,7 @@ from sluice.operators import OPERATORS, Mapper, Pipeline, Source, create_operato
 from sluice.operators.base import Deduplicator, Filter
 from sluice.operators.io import MAX_DEPTH
 
+
 @pytest.fixture
 def inp(tmp_path):
     """The inputs' folder (outputs go beside it, never where a directory input lists files)."""
@@ -64,7 +65,8 @@ def test_bytes_that_are_not_utf8_are_rejected_not_passed_through(ray_session, tm
     assert texts(rows) == sorted(GOOD_TEXTS + ["csv one", "csv three", "pq one", "pq three"])
     assert by_line(rejects) == {("a.jsonl", 4): "not UTF-8: byte 0xe9 at column 14",
                                 ("a.jsonl", 5): "not UTF-8: byte 0xff at column 22",
-                                ("b.csv", 3): "not UTF-8 in field 'text'", ("c.parquet", 2): "not UTF-8 in field 'text'"}
+                                ("b.csv", 3): "not UTF-8 in field 'text'",
+                                ("c.parquet", 2): "not UTF-8 in field 'text'"}
     assert s["rows_read"] == 8 + 3 + 3
 
 
@@ -77,12 +79,8 @@ def test_lone_surrogates_are_rejected_and_surrogate_pairs_kept(ray_session, tmp_
     assert all("lone UTF-16 surrogate" in r["reason"] for r in rejects)
 
 
-def big_lines(n):
-    return [json.dumps({"text": f"line {i} of a long file"}) for i in range(n)]
-
-
 def test_truncated_or_mislabelled_compressed_files_reject_their_unreadable_part(ray_session, tmp_path, inp):
-    lines = big_lines(60_000)  # about 2 MB: more than one read of the decompressed stream
+    lines = [json.dumps({"text": f"line {i} of a long file"}) for i in range(60_000)]  # 2 MB: many reads
     raw = "".join(line + "\n" for line in lines).encode()
     gz, zst = gzip.compress(raw), zstandard.ZstdCompressor().compress(raw)
     (inp / "cut.jsonl.gz").write_bytes(gz[: len(gz) // 2])
@@ -97,9 +95,8 @@ def test_truncated_or_mislabelled_compressed_files_reject_their_unreadable_part(
     reasons = by_line(rejects)
     assert len(rejects) == 5
     assert all(reason.startswith("unreadable from here to the end of the file") for reason in reasons.values())
-    for name in ("cut.jsonl.gz", "cut.jsonl.zst", "cut.csv.gz"):
-        (line,) = [ln for (f, ln) in reasons if f == name]
-        assert reasons[(name, line)].endswith("Truncated compressed stream")
+    assert sorted(f for (f, _), reason in reasons.items() if reason.endswith("Truncated compressed stream")) == [
+        "cut.csv.gz", "cut.jsonl.gz", "cut.jsonl.zst"]
     assert reasons[("plain.jsonl.gz", 1)].endswith("incorrect header check")
     assert ("junk.jsonl.zst", 1) in reasons
     # A truncated JSON file keeps exactly the whole lines before its reject's line: some, not all.
@@ -109,21 +106,25 @@ def test_truncated_or_mislabelled_compressed_files_reject_their_unreadable_part(
     csv_rows = sum(r["text"].startswith("row ") for r in rows)
     assert s["rows_read"] == len(GOOD) + gz_line - 1 + zst_line - 1 + csv_rows + 5
 
-def nested(levels, open_="[", close="]"):
-    """A row whose field `d` nests containers so that the row has `levels` levels in all."""
-    inner = (open_ * (levels - 1) + close * (levels - 1)) if open_ == "[" else \
-        ('{"a":' * (levels - 1) + "1" + "}" * (levels - 1))
+
+def nested(levels, kind="list"):
+    """A row whose field `d` nests lists or objects so that the row has `levels` levels in all."""
+    if kind == "list":
+        inner = "[" * (levels - 1) + "]" * (levels - 1)
+    else:
+        inner = '{"a":' * (levels - 1) + "1" + "}" * (levels - 1)
     return '{"text": "deep %d", "d": %s}' % (levels, inner)
 
 
 @pytest.mark.timeout(120)
 def test_lines_nested_thousands_of_levels_deep_are_rejected_not_crashing_the_worker(ray_session, tmp_path, inp):
     write_lines(inp / "a.jsonl", GOOD[:3] + [
-        nested(10_000), nested(10_000, "{"), nested(MAX_DEPTH + 1), nested(MAX_DEPTH), nested(MAX_DEPTH, "{"),
+        nested(10_000), nested(10_000, "object"), nested(MAX_DEPTH + 1), nested(MAX_DEPTH), nested(MAX_DEPTH, "object"),
         json.dumps({"text": "brackets in a string are text: " + "[{" * 5000}),
     ] + GOOD[3:])
     s, rejects, rows = run(tmp_path, inp / "a.jsonl")
-    assert texts(rows) == sorted(GOOD_TEXTS + [f"deep {MAX_DEPTH}"] * 2 + ["brackets in a string are text: " + "[{" * 5000])
+    kept = [f"deep {MAX_DEPTH}"] * 2 + ["brackets in a string are text: " + "[{" * 5000]
+    assert texts(rows) == sorted(GOOD_TEXTS + kept)
     assert by_line(rejects) == {("a.jsonl", n): f"nested more than {MAX_DEPTH} levels deep" for n in (4, 5, 6)}
 
 
@@ -208,7 +209,8 @@ def test_column_types_that_differ_between_files_meet_in_a_dedup_and_in_the_outpu
 def test_large_string_text_reaches_every_row_local_operator(ray_session, tmp_path, inp):
     required = {"field_expression_filter": {"expression": "n > 0"}, "rename_fields_mapper": {"mapping": {"n": "m"}},
                 "select_fields_mapper": {"fields": ["text", "n"]}}
-    text = pa.array(["Hello  world. Hello world.\nSome <b>html</b> http://x.com 12345", "again again"], pa.large_string())
+    text = pa.array(["Hello  world. Hello world.\nSome <b>html</b> http://x.com 12345", "again again"],
+                    pa.large_string())
     table = pa.table({"text": text, "n": [1, 2]})
     for name, cls in sorted(OPERATORS.items()):
         if not (cls.row_local or issubclass(cls, Deduplicator)):
