@@ -23,6 +23,7 @@ from .estimator import Observation, StageTimeEstimator
 from .online import CallTrace, EngineDead, Health, OnlineEngine, Schedule
 from .prefix import Group, Plan, plan_batch
 from .prefix_cache import PrefixIndex, block_hashes
+from .simulator import SimWorkflow, simulate
 from .types import CallError, ChatMessages, Completion, Engine, Prompt, SamplingParams, prompt_error
 from .workflow import DeadlinePassed, Stage, UnknownStage, Workflow, WorkflowPlan, split_deadline
 
@@ -31,4 +32,4 @@ __all__ = ["BatchEngine", "BatchReport", "EngineConfig", "EngineConfigError", "G
            "CallError", "prompt_error",
            "EDF", "FCFS", "POLICIES", "AdmissionQueue", "Pending", "Policy", "Urgency", "urgency",
            "choose_engine", "dispatch_scores", "CallTrace", "EngineDead", "Health", "OnlineEngine", "Schedule", "Observation", "StageTimeEstimator", "PrefixIndex", "block_hashes",
-           "DeadlinePassed", "Stage", "UnknownStage", "Workflow", "WorkflowPlan", "split_deadline"]
+           "SimWorkflow", "simulate", "DeadlinePassed", "Stage", "UnknownStage", "Workflow", "WorkflowPlan", "split_deadline"]
