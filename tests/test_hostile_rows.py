@@ -89,11 +89,14 @@ def test_truncated_or_mislabelled_compressed_files_reject_their_unreadable_part(
     (inp / "junk.jsonl.zst").write_bytes(os.urandom(5000))
     csv = gzip.compress(("text\n" + "".join(f"row {i}\n" for i in range(60_000))).encode())
     (inp / "cut.csv.gz").write_bytes(csv[: len(csv) // 2])
+    write_lines(inp / "fake.parquet", GOOD)  # not Parquet
+    pq.write_table(pa.table({"text": ["lost"] * 1000}), inp / "cut.parquet")
+    (inp / "cut.parquet").write_bytes((inp / "cut.parquet").read_bytes()[:-100])  # its footer cut off
     write_lines(inp / "good.jsonl", GOOD)
     s, rejects, rows = run(tmp_path, inp)
     assert {r["text"] for r in rows} >= set(GOOD_TEXTS)
     reasons = by_line(rejects)
-    assert len(rejects) == 5
+    assert len(rejects) == 7 and {("fake.parquet", 1), ("cut.parquet", 1)} <= set(reasons)
     assert all(reason.startswith("unreadable from here to the end of the file") for reason in reasons.values())
     assert sorted(f for (f, _), reason in reasons.items() if reason.endswith("Truncated compressed stream")) == [
         "cut.csv.gz", "cut.jsonl.gz", "cut.jsonl.zst"]
@@ -104,7 +107,7 @@ def test_truncated_or_mislabelled_compressed_files_reject_their_unreadable_part(
     assert 1 < gz_line < len(lines) and 1 < zst_line < len(lines)
     assert sum(r["text"].startswith("line ") for r in rows) == gz_line - 1 + zst_line - 1
     csv_rows = sum(r["text"].startswith("row ") for r in rows)
-    assert s["rows_read"] == len(GOOD) + gz_line - 1 + zst_line - 1 + csv_rows + 5
+    assert s["rows_read"] == len(GOOD) + gz_line - 1 + zst_line - 1 + csv_rows + 7
 
 
 def nested(levels, kind="list"):
