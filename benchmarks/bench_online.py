@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 
 from sluice.engine import (EDF, FCFS, EngineConfig, Observation, OnlineEngine, SamplingParams,
-                           Schedule, Stage, StageTimeEstimator, Urgency, Workflow)
+                           Schedule, SimWorkflow, Stage, StageTimeEstimator, Urgency, Workflow,
+                           simulate)
 from sluice.engine.testing import build_tiny_model
 
 # (kind, prompt tokens, output tokens) at full scale, from the CHESS traces
@@ -201,6 +202,9 @@ async def main(args):
               f"{args.workflows} workflows per run; sluice in-flight bound {args.inflight} sequences")
         print(f"standalone standard workflow (15 calls): {base:.3f} s (median of 3) = base SLO")
         results = {"base_slo_s": base, "args": vars(args), "rates": {}}
+        if args.simulate:
+            results["simulated"] = await simulated(engine, workload, rng, base, profile, args)
+            args.loads, args.fill = [], False
         for load in args.loads:
             rate = round(load / base, 3)
             questions = [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
@@ -224,6 +228,56 @@ async def main(args):
             json.dump(results, f, indent=1, default=str)
     if args.plot:
         write_plot(args.plot, results, args.scales)
+
+
+SIM_SCHEDULES = {"vllm (unbounded, FCFS)": (FCFS, None), "sluice-edf": (EDF, "k"),
+                 "sluice-urgency": (Urgency, "k")}
+
+
+async def simulated(engine, workload, rng, base, profile, args):
+    """The comparison replayed on the simulator: call times from the estimator fitted on one
+    real loaded run (urgency, middle load), many more workflows, no machine noise. With no
+    admission bound every call runs at once, so vLLM's FCFS and priority orders coincide."""
+    load = args.loads[len(args.loads) // 2]
+    questions = [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
+                          rng.randrange(10**9)) for _ in range(args.workflows)]
+    await measure(engine, workload, questions, load / base, base * 3,
+                  SCHEDULES["sluice-urgency"](args.inflight), profile, rng.randrange(10**9))
+    return sim_sweep(workload, engine.estimator, profile, rng, load, args)
+
+
+def sim_sweep(workload, model, profile, rng, fitted_at, args):
+    """Attainment per schedule, load and scale on the simulator, call times from `model`."""
+    call_time = lambda kind, p, o, running: model.predict(kind, p, o, 0, running)
+    plan = lambda q: tuple(workload.plan(q, q.revisions))
+    [sim_base] = simulate([SimWorkflow(0.0, 1e9, plan(standard()))], FCFS(), call_time,
+                          max_inflight_seqs=1_000_000)
+    print(f"\nsimulated: call times fitted on a real run at load {fitted_at}; standalone standard "
+          f"workflow {sim_base:.3f} s; {args.sim_workflows} workflows per run")
+    out = {}
+    for load in args.loads:
+        arrivals, t = [], 0.0
+        for _ in range(args.sim_workflows):
+            arrivals.append(t)
+            t += rng.expovariate(load / sim_base)
+        qs = [Question(rng.randint(0, 10), rng.randint(1, 10), 0, 0) for _ in arrivals]
+        table = {}
+        for name, (policy, bound) in SIM_SCHEDULES.items():
+            table[name] = {}
+            for scale in args.scales:
+                specs = [SimWorkflow(a, scale * sim_base, plan(q)) for a, q in zip(arrivals, qs)]
+                lat = simulate(specs, policy(), call_time, estimator=StageTimeEstimator(profile),
+                               max_inflight_seqs=args.inflight if bound else 1_000_000)
+                table[name][scale] = attainment(lat, scale * sim_base)
+        reference = smallest_scale(table["vllm (unbounded, FCFS)"])
+        print(f"load {load}:  " + " ".join(f"{sc:>5}x" for sc in args.scales) + "  95% at  ratio")
+        for name, by_scale in table.items():
+            smallest = smallest_scale(by_scale)
+            ratio = f"{reference / smallest:.2f}x" if smallest and reference else "n/a"
+            print(f"  {name:22} " + " ".join(f"{100 * a:5.0f}%" for a in by_scale.values())
+                  + f"  {str(smallest) + 'x' if smallest else 'none':>6}  {ratio}")
+        out[load] = table
+    return out
 
 
 def summarize(per_scale: dict, base: float) -> dict:
@@ -309,6 +363,9 @@ if __name__ == "__main__":
                         help="arrival rates as workflows arriving per base-SLO time (rate x base)")
     parser.add_argument("--scales", type=float, nargs="+", default=list(ALL_SCALES))
     parser.add_argument("--inflight", type=int, default=8, help="sluice's in-flight sequence bound")
+    parser.add_argument("--simulate", action="store_true",
+                        help="replay on the simulator instead (call times fitted on one real run)")
+    parser.add_argument("--sim-workflows", type=int, default=200)
     parser.add_argument("--no-fill", dest="fill", action="store_false",
                         help="skip the offline filling measurement")
     parser.add_argument("--token-scale", type=float, default=0.1)
