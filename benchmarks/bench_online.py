@@ -145,7 +145,7 @@ async def measure(engine, workload, questions, rate, slo_s, schedule, profile, s
     submitted at the start); latencies and engine figures while the workflows ran."""
     engine.schedule = schedule
     engine.estimator = StageTimeEstimator(profile)
-    engine.traces = []
+    engine.traces.clear()
     await engine.reset_prefix_cache()
     rng = random.Random(seed)
     start = time.monotonic()
@@ -194,7 +194,7 @@ async def main(args):
         # profile run: standalone standard workflows, also the base SLO
         engine.schedule = Schedule(policy=FCFS(), max_inflight_seqs=None)
         await workload.run(engine, standard(), 1e9)                       # warm-up
-        engine.traces = []
+        engine.traces.clear()
         base = statistics.median([await workload.run(engine, standard(), 1e9) for _ in range(3)])
         profile = {k: [Observation(t.prompt_tokens, t.output_tokens, t.run_s, t.cached_tokens, t.load)
                        for t in engine.traces if t.kind == k] for k in SHAPES}
