@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -35,7 +36,7 @@ class ServeMetrics:
                                      registry=r)
         self.cached_tokens = Counter("sluice_prefix_cache_hit_tokens", "prompt tokens served from the "
                                      "prefix cache, by stage kind", ["stage"], registry=r)
-        self._traces_seen = 0
+        self._last_trace = None
         self._slo_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # route -> met, all
 
     def answered(self, route: str, seconds: float, slo_s: float | None) -> None:
@@ -56,10 +57,15 @@ class ServeMetrics:
         self.queue_depth.set(health.waiting)
         self.engine_running.set(health.running)
         self.inflight.set(inflight)
-        traces = engine.traces
-        for t in traces[self._traces_seen:]:
+        for t in self._new_traces(engine.traces):
             self.stage_latency.labels(t.kind).observe(t.queued_s + t.run_s)
             self.prompt_tokens.labels(t.kind).inc(t.prompt_tokens)
             self.cached_tokens.labels(t.kind).inc(t.cached_tokens)
-        self._traces_seen = len(traces)
         return generate_latest(self.registry)
+
+    def _new_traces(self, traces) -> list:
+        """The traces added since the last scrape (the engine keeps a bounded window of them)."""
+        new = list(itertools.takewhile(lambda t: t is not self._last_trace, reversed(traces)))
+        if traces:
+            self._last_trace = traces[-1]
+        return new

@@ -14,6 +14,7 @@ the recent calls. `Retry-After` is that wait, at least a second.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import Counter
@@ -39,7 +40,7 @@ def queue_wait_s(engine: OnlineEngine) -> float:
     ahead = health.waiting + health.running + 1 - (slots or math.inf)
     if ahead <= 0:
         return 0.0
-    recent = engine.traces[-RECENT_CALLS:]
+    recent = list(itertools.islice(reversed(engine.traces), RECENT_CALLS))
     call_s = statistics.fmean(t.run_s for t in recent) if recent else 0.0
     return math.ceil(ahead / slots) * call_s
 
