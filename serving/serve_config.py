@@ -93,8 +93,9 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         model_name=model_name, engine=engine, schedule=_schedule(doc),
         databases=_databases(doc, base), keys=_keys(doc, base),
         limits=_section(doc, "limits", Limits, positive=True), slo=slo,
-        text2sql=_section(doc, "text2sql", Text2SQLConfig, {"slo_s": slo.sql_ask_ms / 1000}),
-        rewrite=_section(doc, "rewrite", RewriteConfig),
+        text2sql=_cache_beside(_section(doc, "text2sql", Text2SQLConfig,
+                                        {"slo_s": slo.sql_ask_ms / 1000}), base),
+        rewrite=_cache_beside(_section(doc, "rewrite", RewriteConfig), base),
         drain=_section(doc, "drain", Drain, positive=True), path=str(path))
 
 
@@ -135,6 +136,13 @@ def _section(doc: _Doc, key: str, cls, fixed: dict | None = None, *, handled: tu
         return cls(**values, **fixed)
     except (EngineConfigError, ValueError) as e:
         raise doc.error((key,), str(e).removeprefix(f"{key}: ")) from None
+
+
+def _cache_beside(config, base: Path):
+    """A relative cache_dir is relative to the config file, like every other path in it."""
+    if config.cache_dir is None:
+        return config
+    return dataclasses.replace(config, cache_dir=str((base / Path(config.cache_dir).expanduser()).resolve()))
 
 
 def _model(doc: _Doc, base: Path) -> tuple[str, str]:

@@ -33,7 +33,7 @@ databases:
 auth: {keys_file: keys.txt}
 limits: {max_queue: 16}
 slo: {sql_ask_ms: 5000}
-text2sql: {candidates: 2}
+text2sql: {candidates: 2, cache_dir: cache}
 """
 
 
@@ -46,6 +46,7 @@ def test_a_good_config_is_read_with_paths_relative_to_it(folder):
     assert c.keys == {"key-alice-1": "alice", "key-bob-1": "bob"}
     assert c.limits.max_queue == 16 and c.limits.max_body_bytes == 1 << 20
     assert c.text2sql.candidates == 2 and c.text2sql.slo_s == 5.0
+    assert c.text2sql.cache_dir == str(folder / "cache") and c.rewrite.cache_dir is None
 
 
 def test_keys_from_the_environment(folder, monkeypatch):
