@@ -121,6 +121,21 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+class HeldStream(StreamingResponse):
+    """Server-sent events holding their admission slot until the response ends, however it
+    ends (a client can leave before the first event, when the events never start)."""
+
+    def __init__(self, events, slot):
+        super().__init__(events, media_type="text/event-stream")
+        self.slot = slot
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 class Server:
     """What the routes share: the config, the engine, the agents, the gate and the metrics."""
 
@@ -212,8 +227,8 @@ class Server:
         call = dict(workflow=workflow, stage="completion")
         reply = Reply(self.config.model_name, route)
         if body.stream:
-            return StreamingResponse(self._events(reply, engine.stream(prompt, params, **call), slot,
-                                                  arrival, slo_s), media_type="text/event-stream")
+            return HeldStream(self._events(reply, engine.stream(prompt, params, **call), arrival,
+                                           slo_s), slot)
         try:
             done = await self.unless_gone(request, route, engine.call(prompt, params, **call))
         finally:
@@ -221,7 +236,7 @@ class Server:
         self.metrics.answered(route, time.monotonic() - arrival, slo_s)
         return reply.whole(done)
 
-    async def _events(self, reply: "Reply", stream, slot, arrival: float, slo_s: float):
+    async def _events(self, reply: "Reply", stream, arrival: float, slo_s: float):
         """Server-sent events of one streamed call; a client that leaves aborts it."""
         try:
             async with contextlib.aclosing(stream) as chunks:
@@ -237,8 +252,6 @@ class Server:
         except asyncio.CancelledError:
             self.metrics.disconnects.labels(reply.route).inc()
             raise
-        finally:
-            slot.release()
         yield "data: [DONE]\n\n"
 
     # --- SQL -----------------------------------------------------------------------------

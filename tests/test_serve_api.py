@@ -2,6 +2,7 @@
 dummy-weight model on vLLM CPU, a DuckDB shop database; httpx as the client. One server for
 the module; the last test stops it with SIGTERM and checks that it drains."""
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.timeout(600)
 KEY, OTHER_KEY = "test-key-alice-0123456789", "test-key-bob-0123456789"
 MAX_BODY = 65536
 STARTUP_S = 480
+HOLD = {"model": "tiny", "prompt": "hold", "max_tokens": 6000, "ignore_eos": True, "stream": True,
+        "slo_ms": 600_000}     # a long stream that holds its slot (and meets its deadline)
 
 
 def free_port() -> int:
@@ -88,6 +91,14 @@ def client(server):
     with httpx.Client(base_url=server[1], headers={"Authorization": f"Bearer {KEY}"},
                       timeout=120) as c:
         yield c
+
+
+def wait_idle(client, timeout_s: float = 30) -> None:
+    """Until every request has released its slot (closed streams end asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while client.get("/health").json()["inflight"]:
+        assert time.monotonic() < deadline, "requests still in flight"
+        time.sleep(0.05)
 
 
 def metric(client, name: str, **labels) -> float:
@@ -173,7 +184,7 @@ def test_malformed_json_and_a_body_over_the_limit(client):
 
 
 def test_a_client_that_disconnects_has_its_call_aborted(server, client):
-    long = {"model": "tiny", "prompt": "go on", "max_tokens": 6000, "ignore_eos": True}
+    long = {**HOLD, "stream": False}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server[1]}/v1/completions", json=long, timeout=0.5, headers=client.headers)
     with client.stream("POST", "/v1/completions", json={**long, "stream": True}) as r:
@@ -185,18 +196,32 @@ def test_a_client_that_disconnects_has_its_call_aborted(server, client):
         time.sleep(0.2)
     assert metric(client, "sluice_client_disconnects_total", route="/v1/completions") == 2
     assert metric(client, "sluice_engine_running_calls") == 0
-    assert client.get("/health").json()["inflight"] == 0
+    wait_idle(client, 0)
 
 
 def test_low_priority_work_is_shed_when_the_queue_is_busy(client):
-    hold = {"model": "tiny", "prompt": "hold", "max_tokens": 6000, "ignore_eos": True, "stream": True}
-    with client.stream("POST", "/v1/completions", json=hold) as r:
+    with client.stream("POST", "/v1/completions", json=HOLD) as r:
         lines = r.iter_lines()       # kept: a line iterator closed early closes the response
         next(lines)
         shed = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "priority": 7})
         assert shed.status_code == 429 and "queue is full" in shed.json()["error"]["message"]
         assert int(shed.headers["retry-after"]) >= 1
     assert metric(client, "sluice_refusals_total", reason="queue_full") >= 1
+
+
+def test_under_load_a_tenant_past_its_fair_share_is_refused_and_others_are_not(client):
+    bob = {"Authorization": f"Bearer {OTHER_KEY}"}
+    with contextlib.ExitStack() as stack:
+        def hold(headers=None):     # the response starts (200) once the request is admitted
+            return stack.enter_context(client.stream("POST", "/v1/completions", json=HOLD,
+                                                     headers=headers)).status_code
+        assert hold(bob) == 200
+        assert [hold() for _ in range(4)] == [200] * 4   # 5 of max_queue 8; alice's share: 4
+        refused = client.post("/v1/completions", json={"model": "tiny", "prompt": "x"})
+        assert refused.status_code == 429 and "fair share" in refused.json()["error"]["message"]
+        assert hold(bob) == 200
+    assert metric(client, "sluice_refusals_total", reason="tenant_share") >= 1
+    wait_idle(client)
 
 
 def test_sql_ask_answers_with_its_evidence(client):
@@ -237,15 +262,15 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
     done = {}
 
     def long_stream():
-        with client.stream("POST", "/v1/completions", json={
-                "model": "tiny", "prompt": "drain me", "max_tokens": 6000, "ignore_eos": True,
-                "stream": True}) as r:
+        with client.stream("POST", "/v1/completions", json=HOLD) as r:
             done["events"] = [line for line in r.iter_lines() if line]
 
+    wait_idle(client)
     thread = threading.Thread(target=long_stream)
     thread.start()
     deadline = time.monotonic() + 30
-    while client.get("/health").json()["inflight"] == 0 and time.monotonic() < deadline:
+    while client.get("/health").json()["inflight"] == 0:
+        assert time.monotonic() < deadline, "the long request never started"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
