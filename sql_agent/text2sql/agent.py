@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,7 @@ from pathlib import Path
 from sluice.engine.types import CallError, Completion, SamplingParams
 from sluice.engine.workflow import Stage, Workflow
 
-from ..duck import (QueryFailed, QueryRefused, QueryTimeout, Result, Sandbox, SandboxConfig, SqlError,
-                    check_query)
+from ..duck import QueryFailed, QueryRefused, QueryTimeout, Result, Sandbox, SandboxConfig, SqlError
 from ..schema import DatabaseProfile, profile
 from . import stages
 from .values import ColumnMatch, ValueIndex, ValueMatch, match_columns, similarity
@@ -160,6 +160,7 @@ class Text2SQL:
         self.config = config
         self.engine = engine
         self.sandbox = Sandbox(db_path, SandboxConfig(timeout_s=config.timeout_s))
+        self._sandbox_lock = threading.Lock()   # one statement at a time on the sandbox's worker
         try:
             self.profile = profile(self.sandbox, config.cache_dir)
             if not self.profile.tables:
@@ -171,6 +172,13 @@ class Text2SQL:
 
     def close(self) -> None:
         self.sandbox.close()
+
+    async def run_candidate(self, sql: str) -> Result:
+        """Run a candidate in a thread, so the event loop (other questions, a server) goes on."""
+        def run():
+            with self._sandbox_lock:
+                return self.sandbox.query(sql, row_cap=self.config.row_cap)
+        return await asyncio.to_thread(run)
 
     def __enter__(self) -> "Text2SQL":
         return self
@@ -290,14 +298,13 @@ class _Run:
                 record.status, record.error = "engine_error", got
             else:
                 record.sql = stages.parse_sql(got.text)
-                self._execute(record)
+                await self._execute(record)
             self.answer.candidates.append(record)
 
-    def _execute(self, c: CandidateRecord) -> None:
+    async def _execute(self, c: CandidateRecord) -> None:
         self.results.pop(id(c), None)
         try:
-            check_query(c.sql)
-            result = self.agent.sandbox.query(c.sql, row_cap=self.cfg.row_cap)
+            result = await self.agent.run_candidate(c.sql)
         except QueryRefused as e:
             c.status, c.error = "refused", str(e)
         except QueryTimeout as e:
@@ -327,7 +334,7 @@ class _Run:
                 c.status, c.error = "engine_error", got
                 continue
             c.sql = stages.parse_sql(got.text)
-            self._execute(c)
+            await self._execute(c)
 
     async def _select(self) -> None:
         a = self.answer
