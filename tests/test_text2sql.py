@@ -177,3 +177,18 @@ def test_answer_parsers():
     assert stages.parse_unit_tests("1. x\n2) y\n- z\nnoise", 2) == ["x", "y"]
     assert stages.parse_verdicts("1. pass\n3: fail\n2 yes", 4) == [True, True, False, False]
     assert json.loads(json.dumps(stages.parse_keywords("garbage ###"))) == ["garbage ###"]
+
+
+def test_cli_text_output_shows_sql_result_table_and_evidence(db, tmp_path, capsys):
+    import argparse
+
+    from sluice.serving.sql_ask_cli import _print
+
+    answer, _ = ask(db, tmp_path, {"candidates": SHIPPED, "keywords": '["shipped"]'},
+                    schema_selection=False)
+    _print(answer, argparse.Namespace(json=False, explain=True, rows=20))
+    out = capsys.readouterr().out
+    assert out.startswith("SELECT count(*) FROM orders WHERE status = 'shipped';\n")
+    assert "count_star()" in out and f"{answer.rows[0][0]}" in out
+    assert "-- candidate 0 (divide, 0 revisions, cluster 0): ok" in out
+    assert "-- values: orders.status = 'shipped'" in out and "-- stage candidates: 2 calls" in out
