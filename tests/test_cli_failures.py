@@ -16,6 +16,7 @@ BIN = Path(sys.executable).parent
 
 
 def _recipe(folder: Path, extra: str = "", input_glob: str = "in*.jsonl", rows: int = 100) -> str:
+    """A recipe over `rows` rows; `extra` holds top-level keys."""
     (folder / "in.jsonl").write_text("".join(json.dumps({"text": f"row {i} " * 20}) + "\n"
                                              for i in range(rows)))
     path = folder / "r.yaml"
@@ -66,11 +67,29 @@ def test_error_lines_carry_no_ansi_codes_or_second_lines():
     assert one_line(ValueError("\x1b[31mbad\x1b[0m thing\n  detail")) == "bad thing"
 
 
+SLOW_OPS = """
+import time
+from sluice.operators import Mapper, param, register
+
+@register
+class sleepy_mapper(Mapper):
+    \"\"\"Sleeps on every batch, so a run lasts until it is interrupted.\"\"\"
+    text_key: str = param("text", doc="unused")
+
+    def process(self, table):
+        time.sleep(600)
+        return table
+"""
+
+
 def test_ctrl_c_stops_ray_and_exits_130(tmp_path):
-    recipe = _recipe(tmp_path, rows=400_000)  # runs for far longer than the wait below
+    (tmp_path / "slow_ops.py").write_text(SLOW_OPS)
+    recipe = _recipe(tmp_path, "modules: [slow_ops.py]\n")
+    path = Path(recipe)
+    path.write_text(path.read_text().replace("whitespace_normalization_mapper", "sleepy_mapper"))
     proc = subprocess.Popen([str(BIN / "sluice"), "run", recipe, "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # Ray is starting or running the recipe
+    time.sleep(8)  # Ray is starting or running the sleeping mapper
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

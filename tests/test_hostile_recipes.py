@@ -68,7 +68,9 @@ def test_a_set_value_keeps_its_scalar_type(tmp_path):
     assert recipe.sources[0].path == "a: b, c/in.jsonl"
 
 
-def test_validate_says_modules_run_code(tmp_path, capsys):
+def test_validate_says_modules_run_code(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text('{"text": "a"}\n')
     (tmp_path / "my_ops.py").write_text("X = 1\n")
     assert main(["validate", _recipe(tmp_path, "in.jsonl", "modules: [my_ops.py]")]) == 0
     assert "my_ops.py is Python code" in capsys.readouterr().out
