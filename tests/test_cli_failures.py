@@ -68,7 +68,7 @@ def test_error_lines_carry_no_ansi_codes_or_second_lines():
 
 
 SLOW_OPS = """
-import time
+import pathlib, time
 from sluice.operators import Mapper, param, register
 
 @register
@@ -77,6 +77,7 @@ class sleepy_mapper(Mapper):
     text_key: str = param("text", doc="unused")
 
     def process(self, table):
+        pathlib.Path(__file__).with_name("started").touch()
         time.sleep(600)
         return table
 """
@@ -89,9 +90,12 @@ def test_ctrl_c_stops_ray_and_exits_130(tmp_path):
     path.write_text(path.read_text().replace("whitespace_normalization_mapper", "sleepy_mapper"))
     proc = subprocess.Popen([str(BIN / "sluice"), "run", recipe, "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # Ray is starting or running the sleeping mapper
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # until Ray runs the sleeping mapper
+    assert (tmp_path / "started").exists(), "the run never reached the mapper"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "sluice: interrupted; Ray stopped"
     assert not any("Traceback" in line for line in err.splitlines())
