@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 EXIT_NO_SQL, EXIT_INPUT = 1, 2
 
@@ -34,14 +33,9 @@ def add_ask_command(sql_sub) -> None:
     ask.set_defaults(func=cmd_ask)
 
 
-def _fail(message: str, code: int = EXIT_INPUT) -> int:
-    print(f"sluice sql ask: error: {message}", file=sys.stderr)
-    return code
-
-
 def cmd_ask(args) -> int:
     from sluice.engine import EngineConfigError
-    from sluice.serving.sql_cli import engine_config
+    from sluice.serving.sql_cli import engine_config, fail
     from sluice.sql_agent.duck import SqlError, check_timeout
     from sluice.sql_agent.text2sql.agent import Text2SQL, Text2SQLConfig
 
@@ -57,11 +51,11 @@ def cmd_ask(args) -> int:
         agent = Text2SQL(args.db, None, config)
         engine = engine_config(args)
     except (SqlError, EngineConfigError, ValueError) as e:
-        return _fail(str(e))
+        return fail(str(e), EXIT_INPUT, "ask")
     try:
         answer = asyncio.run(_ask(agent, engine, args))
     except SqlError as e:
-        return _fail(str(e))
+        return fail(str(e), EXIT_INPUT, "ask")
     finally:
         agent.close()
     _print(answer, args)

@@ -47,8 +47,9 @@ def add_sql_commands(subparsers) -> None:
     rw.set_defaults(func=cmd_rewrite)
 
 
-def _fail(message: str, code: int = EXIT_INPUT) -> int:
-    print(f"sluice sql rewrite: error: {message}", file=sys.stderr)
+def fail(message: str, code: int = EXIT_INPUT, command: str = "rewrite") -> int:
+    """One line on stderr for an error the user can fix; returns the exit code."""
+    print(f"sluice sql {command}: error: {message}", file=sys.stderr)
     return code
 
 
@@ -123,7 +124,7 @@ def cmd_rewrite(args, engine=None) -> int:
     from sluice.sql_agent.duck import check_timeout
 
     if not (math.isfinite(args.min_speedup) and args.min_speedup > 0) or args.runs < 1:
-        return _fail("--min-speedup must be positive (and finite) and --runs at least 1")
+        return fail("--min-speedup must be positive (and finite) and --runs at least 1")
     own_engine = None
     try:
         check_timeout(args.timeout, "--timeout")
@@ -137,7 +138,7 @@ def cmd_rewrite(args, engine=None) -> int:
             engine = own_engine = _engine(args)
         rewriter.generators = build_generators(args, engine)
     except (SqlError, FileNotFoundError, ValueError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     try:
         if len(queries) == 1:
             return _rewrite_one(*queries[0], rewriter, args)
@@ -154,9 +155,9 @@ def _rewrite_one(name: str, sql: str, rewriter, args) -> int:
     try:
         result = rewriter.rewrite(sql)
     except QueryTimeout as e:
-        return _fail(f"{name}: {e}", EXIT_TIMEOUT)
+        return fail(f"{name}: {e}", EXIT_TIMEOUT)
     except SqlError as e:
-        return _fail(f"{name}: {e}")
+        return fail(f"{name}: {e}")
     _print_one(result, rewriter, args)
     return 0
 
