@@ -19,7 +19,9 @@ moves those rows to the rejects output with the reason and the operator's name.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
+import re
 import types
 import typing
 from typing import Any, ClassVar, Literal, Optional
@@ -236,19 +238,34 @@ def get_operator(name: str) -> type[Operator]:
         raise ParamError(name, None, f"unknown operator '{name}'{suffix}") from None
 
 
+def param_problems(cls: type[Operator], params: dict[str, Any]) -> list[ParamError]:
+    """Every unknown, missing or ill-typed parameter of `params` for operator class `cls`."""
+    known = {s.name: s for s in cls.param_specs()}
+    problems = []
+    for key, value in params.items():
+        if key not in known:
+            hint = closest_name(key, known)
+            fix = f"did you mean '{hint}'?" if hint else f"known: {', '.join(known) or 'none'}"
+            problems.append(ParamError(cls.name, key, f"unknown parameter '{key}'; {fix}"))
+            continue
+        try:
+            check_value(cls.name, known[key], value)
+        except ParamError as e:
+            problems.append(e)
+    for spec in known.values():
+        if spec.required and spec.name not in params:
+            problems.append(ParamError(cls.name, spec.name,
+                                       f"missing required parameter '{spec.name}' ({spec.type_name()})"))
+    return problems
+
+
 def create_operator(name: str, params: dict[str, Any] | None = None) -> Operator:
     """Build a registered operator from a name and a dict of parameters."""
     cls = get_operator(name)
     params = dict(params or {})
-    known = {s.name: s for s in cls.param_specs()}
-    for key in params:
-        if key not in known:
-            hint = closest_name(key, known)
-            fix = f"did you mean '{hint}'?" if hint else f"known: {', '.join(known) or 'none'}"
-            raise ParamError(name, key, f"unknown parameter '{key}'; {fix}")
-    for spec in known.values():
-        if spec.required and spec.name not in params:
-            raise ParamError(name, spec.name, f"missing required parameter '{spec.name}' ({spec.type_name()})")
+    problems = param_problems(cls, params)
+    if problems:
+        raise problems[0]
     return cls(**params)
 
 
@@ -315,7 +332,30 @@ def _conforms(value, tp) -> bool:
     return isinstance(value, tp)
 
 
+# A number as YAML 1.1 leaves it a string: `2e5`, `1e-3`, `1.5E+6` (no dot before the exponent).
+_NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def as_number(value):
+    """`value` as a number when it is text in scientific notation ('2e5'), an exact integer as
+    an int (2e5 -> 200000); anything else unchanged."""
+    if not isinstance(value, str) or not _NUMBER_TEXT.fullmatch(value.strip()):
+        return value
+    number = decimal.Decimal(value.strip())
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _accepts(tp, kind: type) -> bool:
+    if tp is kind:
+        return True
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and any(
+        _accepts(a, kind) for a in typing.get_args(tp))
+
+
 def check_value(op: str, spec: ParamSpec, value):
+    if (isinstance(value, str) and not _accepts(spec.type, str)
+            and (_accepts(spec.type, int) or _accepts(spec.type, float))):
+        value = as_number(value)
     if not _conforms(value, spec.type):
         raise ParamError(op, spec.name, f"expected {spec.type_name()}, got {type(value).__name__} {value!r}")
     if spec.type is float or (typing.get_origin(spec.type) in (typing.Union, types.UnionType)
@@ -338,6 +378,7 @@ def check_value(op: str, spec: ParamSpec, value):
 
 __all__ = [
     "Operator", "Mapper", "Filter", "Deduplicator", "Selector", "ParamError", "ParamSpec",
-    "param", "register", "create_operator", "get_operator", "OPERATORS", "in_range",
+    "param", "register", "create_operator", "param_problems", "as_number", "get_operator",
+    "OPERATORS", "in_range",
     "STATS_PREFIX", "REJECT_COLUMN", "ID_COLUMN", "SOURCE_COLUMN", "Optional",
 ]

@@ -23,7 +23,8 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
-from .base import ParamError, closest_name, create_operator, get_operator, load_builtin_operators
+from .base import (ParamError, as_number, closest_name, create_operator, get_operator, load_builtin_operators,
+                   param_problems)
 from .io import Source
 from .pipeline import Pipeline, RunResult
 
@@ -57,11 +58,25 @@ DJ_IGNORED = {
     "load_dataset_kwargs", "adaptive_batch_size", "open_insight_mining", "op_list_to_mine",
     "dataset", "validators", "partition_size", "checkpoint", "export_extra_args",
 }
+# Data-Juicer globals that hold numbers (YAML reads `1e6` as text).
+DJ_NUMBERS = {"np", "seed", "export_shard_size", "trace_num"}
 OUTPUT_FORMATS = ("parquet", "jsonl")
 
 
 class RecipeError(ValueError):
-    """A recipe problem a user can fix, as `file:line:column: message`."""
+    """A recipe problem a user can fix, as `file:line:column: message`. A recipe with several
+    problems raises one RecipeError holding all of them (`errors`); its first line names the
+    first and how many more there are."""
+
+    def __init__(self, message: str, errors: list[str] | None = None):
+        self.errors = errors or [message]
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, errors: list[str]) -> "RecipeError":
+        more = len(errors) - 1
+        first = errors[0] + (f" (and {more} more: `sluice validate` lists every one)" if more else "")
+        return cls(first, errors)
 
 
 @dataclass
@@ -94,6 +109,7 @@ class _Doc:
     data: Any
     marks: dict = field(default_factory=dict)       # path -> value mark
     key_marks: dict = field(default_factory=dict)   # path -> key mark
+    problems: list = field(default_factory=list)    # errors found so far, to report together
 
     def error(self, path: tuple, message: str, at_key: bool = False) -> RecipeError:
         mark = None
@@ -103,6 +119,22 @@ class _Doc:
                 break
         where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}" if mark else self.filename
         return RecipeError(f"{where}: {message}")
+
+    def note(self, path: tuple, message: str, at_key: bool = False) -> None:
+        """Record an error and go on checking the rest of the recipe."""
+        self.problems.append(str(self.error(path, message, at_key)))
+
+    def attempt(self, check, *args, default=None):
+        """`check(*args)`, or `default` with its RecipeError noted."""
+        try:
+            return check(*args)
+        except RecipeError as e:
+            self.problems.extend(e.errors)
+            return default
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise RecipeError.of(self.problems)
 
 
 def check_inputs(recipe: Recipe) -> None:
@@ -321,34 +353,41 @@ def _check_keys(doc: _Doc) -> None:
     for key, value in doc.data.items():
         if key not in SLUICE_KEYS:
             hint = closest_name(str(key), SLUICE_KEYS)
-            raise doc.error((key,), f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else
-                            f"; known keys: {', '.join(SLUICE_KEYS)}"), at_key=True)
+            doc.note((key,), f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else
+                     f"; known keys: {', '.join(SLUICE_KEYS)}"), at_key=True)
+            continue
         types, what = SLUICE_KEYS[key]
         well_typed = isinstance(value, types) and (bool in types or not isinstance(value, bool))
         if value is not None and not well_typed:
             names = " or ".join(t.__name__ for t in types)
-            raise doc.error((key,), f"'{key}' ({what}) must be {names}, got {type(value).__name__}")
+            doc.note((key,), f"'{key}' ({what}) must be {names}, got {type(value).__name__}")
+    doc.raise_problems()
 
 
 def _compile(doc: _Doc, path: Path) -> Recipe:
     _check_keys(doc)
     d = doc.data
     if "name" not in d:
-        raise doc.error((), "missing key 'name'; add `name: my_recipe` at the top")
+        doc.note((), "missing key 'name'; add `name: my_recipe` at the top")
+    sources = []
     if ("input" in d) == ("inputs" in d):
-        raise doc.error((), "give exactly one of 'input' (a path) or 'inputs' (a list)")
-    sources = [Source(d["input"])] if "input" in d else [_source(doc, i, s) for i, s in enumerate(d["inputs"])]
+        doc.note((), "give exactly one of 'input' (a path) or 'inputs' (a list)")
+    elif "input" in d:
+        sources = [Source(d["input"])]
+    else:
+        sources = [s for i, spec in enumerate(d["inputs"]) if (s := doc.attempt(_source, doc, i, spec))]
     names = [s.source_name() for s in sources]
     if len(set(names)) != len(names):
-        raise doc.error(("inputs",), f"input names must differ, got {names}; set `name:` on each input")
-    output, fmt = _output(doc, d.get("output"))
+        doc.note(("inputs",), f"input names must differ, got {names}; set `name:` on each input")
+    output, fmt = doc.attempt(_output, doc, d.get("output"), default=(None, None))
     ray_opts = d.get("ray") or {}
     for key in ray_opts:
         if key not in ("address", "num_cpus"):
-            raise doc.error(("ray", key), f"unknown ray option '{key}'; use address or num_cpus", at_key=True)
-    _check_num_cpus(doc, ("ray", "num_cpus"), ray_opts.get("num_cpus"))
-    _load_modules(doc, path)
+            doc.note(("ray", key), f"unknown ray option '{key}'; use address or num_cpus", at_key=True)
+    doc.attempt(_check_num_cpus, doc, ("ray", "num_cpus"), ray_opts.get("num_cpus"))
+    doc.attempt(_load_modules, doc, path)
     ops = _operators(doc, d.get("process") or [], d.get("text_key", "text"))
+    doc.raise_problems()
     if any(s.weight is not None for s in sources) and not any(op.name == "source_mixer" for op in ops):
         ops.append(create_operator("source_mixer", {"seed": d.get("seed", 42)}))
     return Recipe(name=d["name"], pipeline=Pipeline(ops, text_key=d.get("text_key", "text")),
@@ -417,6 +456,8 @@ def _load_modules(doc: _Doc, recipe_path: Path) -> None:
 
 
 def _operators(doc: _Doc, process, text_key: str) -> list:
+    """The process steps as operators. Every step is checked, and every problem of a step's
+    parameters noted, before the recipe's errors are raised together."""
     load_builtin_operators()
     ops = []
     for i, entry in enumerate(process):
@@ -424,46 +465,56 @@ def _operators(doc: _Doc, process, text_key: str) -> list:
         if isinstance(entry, str):
             entry = {entry: None}
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise doc.error(where, "each process step is one `- op_name: {params}` mapping")
+            doc.note(where, "each process step is one `- op_name: {params}` mapping")
+            continue
         (name, params), = entry.items()
         params = params or {}
         if not isinstance(params, dict):
-            raise doc.error(where + (name,), f"parameters of '{name}' must be a mapping, got {type(params).__name__}")
+            doc.note(where + (name,), f"parameters of '{name}' must be a mapping, got {type(params).__name__}")
+            continue
         try:
             cls = get_operator(name)
             if "text_key" in {s.name for s in cls.param_specs()} and "text_key" not in params:
                 params = {**params, "text_key": text_key}
-            ops.append(create_operator(name, params))
+            problems = param_problems(cls, params)
+            for problem in problems:
+                _note_param_error(doc, where, name, params, problem)
+            if not problems:
+                ops.append(create_operator(name, params))
         except ParamError as e:
-            if e.param is None:
-                raise doc.error(where, e.message, at_key=True) from None
-            at_key = "unknown parameter" in e.message
-            param_path = where + (name, e.param)
-            if e.param not in params:
-                param_path = where + (name,)
-            raise doc.error(param_path, f"{name}.{e.param}: {e.message}", at_key=at_key) from None
+            _note_param_error(doc, where, name, params, e)
         except ValueError as e:
-            raise doc.error(where + (name,), f"{name}: {e}") from None
+            doc.note(where + (name,), f"{name}: {e}")
     return ops
 
 
+def _note_param_error(doc: _Doc, where: tuple, name: str, params: dict, e: ParamError) -> None:
+    if e.param is None:
+        doc.note(where, e.message, at_key=True)
+        return
+    at_key = "unknown parameter" in e.message
+    param_path = where + (name, e.param) if e.param in params else where + (name,)
+    doc.note(param_path, f"{name}.{e.param}: {e.message}", at_key=at_key)
+
+
 def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
-    d = doc.data
+    d = doc.data = {k: as_number(v) if k in DJ_NUMBERS else v for k, v in doc.data.items()}
     for key in d:
         if key not in DJ_KEYS and key not in DJ_IGNORED:
             hint = closest_name(str(key), DJ_KEYS)
-            raise doc.error((key,), f"unknown Data-Juicer key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""),
-                            at_key=True)
+            doc.note((key,), f"unknown Data-Juicer key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""),
+                     at_key=True)
     if "dataset_path" not in d or "export_path" not in d:
         raise doc.error((), "a Data-Juicer config needs both dataset_path and export_path")
-    _check_num_cpus(doc, ("np",), d.get("np"))
-    sources = _dj_sources(doc, str(d["dataset_path"]))
+    doc.attempt(_check_num_cpus, doc, ("np",), d.get("np"))
+    sources = doc.attempt(_dj_sources, doc, str(d["dataset_path"]), default=[])
     export = Path(str(d["export_path"]))
     fmt = "parquet" if export.suffix == ".parquet" else "jsonl"
     output = str(export.with_suffix("")) if export.suffix else str(export)
     text_keys = d.get("text_keys", "text")
     text_key = text_keys[0] if isinstance(text_keys, list) else str(text_keys)
     ops = _operators(doc, d.get("process") or [], text_key)
+    doc.raise_problems()
     if any(s.weight is not None for s in sources):
         ops.insert(0, create_operator("source_mixer", {"seed": d.get("seed", 42)}))
     return Recipe(name=str(d.get("project_name", path.stem)), pipeline=Pipeline(ops, text_key=text_key),

@@ -38,9 +38,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from sluice.operators.recipe import check_inputs, load_recipe
+    from sluice.operators.recipe import RecipeError, check_inputs, load_recipe
 
-    recipe = load_recipe(args.recipe, _variables(args.set))
+    try:
+        recipe = load_recipe(args.recipe, _variables(args.set))
+    except RecipeError as e:  # every problem of the recipe, one line each
+        for error in e.errors:
+            print(f"sluice: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_INPUT
     check_inputs(recipe)
     print(f"{recipe.path}: ok: recipe '{recipe.name}', {len(recipe.sources)} input(s), "
           f"{len(recipe.pipeline.ops)} operator(s) -> {recipe.output} ({recipe.output_format})")
