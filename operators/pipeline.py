@@ -14,6 +14,7 @@ blocks (beyond what Arrow promotes) become JSON text where blocks meet and in Pa
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -30,12 +31,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .base import ID_COLUMN, STATS_PREFIX, Deduplicator, Filter, Operator, Selector
+from .commit import SUMMARY, RunFolder, input_identity, prepare
 from .context import RunContext
 from .io import (FileReader, RejectWriter, Source, json_text, read_once, reject_records, split_rejects,
                  write_dataset)
 
 SAMPLES_PER_BATCH = 2000
 SAMPLES_PER_STAT = 50_000
+SAMPLES_PER_FILE = 10_000  # per stat, in an input file's checkpoint
 SLICE_ROWS = 8192
 READ = "read"
 # A block on which a worker died this many times is rejected on the next try; Ray's own retries
@@ -84,6 +87,14 @@ class Ledger:
         """Start a try on block `key`; returns how many earlier tries died before `finish`."""
         self.unfinished[key] += 1
         return self.unfinished[key] - 1
+
+    def end(self, key) -> None:
+        """A try on block `key` ended without its worker dying (its counts come later)."""
+        self.unfinished.pop(key, None)
+
+    def finish_many(self, entries) -> None:
+        for key, records, samples, schema in entries:
+            self.finish(key, records, samples, schema)
 
     def finish(self, key, records, samples=(), schema=None) -> None:
         self.unfinished.pop(key, None)
@@ -161,10 +172,18 @@ class FusedStage:
     def __call__(self, table: pa.Table) -> pa.Table:
         import ray
 
+        key, table, records, samples = self.run(table, self.rejects_dir)
+        ray.get(self.ledger.finish.remote(key, records, samples, table.schema))
+        return table
+
+    def run(self, table: pa.Table, rejects_dir: str | None) -> tuple[tuple, pa.Table, list, list]:
+        """(ledger key, the rows that go on, their ledger records, stat samples) for one block."""
+        import ray
+
         rng = np.random.default_rng(table.num_rows)
         records, samples = [], []
         key = (self.key, table.column(ID_COLUMN)[0].as_py() if table.num_rows else None)
-        rejects = RejectWriter(self.rejects_dir, f"stage{self.index}-{key[1]}")
+        rejects = RejectWriter(rejects_dir, f"stage{self.index}-{key[1]}")
         if self.upstream is not None:
             table, rejected = split_rejects(table)
             if rejected is not None:
@@ -186,8 +205,7 @@ class FusedStage:
             records.append(("kept", table.num_rows, table.num_rows, 0, 0.0))
             drop = [c for c in table.column_names if c.startswith("__")]
             table = table.drop_columns(drop + ([] if self.keep_stats else [STATS_PREFIX + n for n in stats]))
-        ray.get(self.ledger.finish.remote(key, records, samples, table.schema))
-        return table
+        return key, table, records, samples
 
     def _run_steps(self, table: pa.Table, rejects: RejectWriter, rng, records: list, samples: list) -> pa.Table:
         for label, op in self.steps:
@@ -226,17 +244,80 @@ def _reject_all(table: pa.Table, reason: str) -> pa.Table:
     return Operator.reject(table, pa.array(np.ones(table.num_rows, dtype=bool)), reason)
 
 
-def read_files(batch: pa.Table, *, text_key: str, rejects_dir: str | None, ledger):
-    """map_batches over a table of (ordinal, path, source) rows: yields the files' rows."""
+def checkpoint_file(folder: RunFolder, ordinal: int, path: str, source: str, *, stage: FusedStage,
+                    text_key: str) -> None:
+    """Ray task: reads input file `ordinal`, runs the first fused stage on it and commits the
+    result to the run's checkpoint: one Parquet file per chunk of rows and the file's rejects,
+    then, last, its completion marker (ledger records, stat samples). A resumed run takes the
+    files that have one as they are."""
     import ray
 
-    for ordinal, path, source in zip(*(batch.column(c).to_pylist() for c in ("ordinal", "path", "source"))):
-        start = time.perf_counter()
-        reader = FileReader(path, ordinal, source, text_key, RejectWriter(rejects_dir, f"read-{ordinal}"))
-        yield from reader.tables()
-        seconds = time.perf_counter() - start
-        good = reader.rows_read - reader.rows_rejected
-        ray.get(ledger.finish.remote((READ, ordinal), [(READ, reader.rows_read, good, reader.rows_rejected, seconds)]))
+    rejects_dir = folder.checkpoint / "rejects" / f"{ordinal:05d}"
+    shutil.rmtree(rejects_dir, ignore_errors=True)  # an earlier try's
+    reader = FileReader(path, ordinal, source, text_key, RejectWriter(str(rejects_dir), f"read-{ordinal}"))
+    start, stage_seconds = time.perf_counter(), 0.0
+    chunks, samples = [], []
+    for i, table in enumerate(reader.tables()):
+        began = time.perf_counter()
+        key, table, records, chunk_samples = stage.run(table, str(rejects_dir))
+        name = f"{ordinal:05d}-{i:05d}.parquet" if table.num_rows else None
+        if name:
+            _write_new(folder.checkpoint / name, lambda p, t=table: pq.write_table(t, p))
+        ray.get(stage.ledger.end.remote(key))
+        chunks.append({"key": list(key), "records": records, "file": name,
+                       "schema": base64.b64encode(table.schema.serialize()).decode()})
+        samples += chunk_samples
+        stage_seconds += time.perf_counter() - began
+    good = reader.rows_read - reader.rows_rejected
+    read = [READ, reader.rows_read, good, reader.rows_rejected, time.perf_counter() - start - stage_seconds]
+    marker = {"ordinal": ordinal, "path": path, "read": read, "chunks": chunks,
+              "samples": _samples_json(samples, np.random.default_rng(ordinal))}
+    _write_new(folder.done_path(ordinal), lambda p: Path(p).write_text(json.dumps(marker)))
+
+
+def _write_new(path: Path, write) -> None:
+    """`write(path)`, but through a temporary name: `path` is whole or absent."""
+    temporary = path.with_name(path.name + ".tmp")
+    write(str(temporary))
+    os.replace(temporary, path)
+
+
+def _samples_json(samples: list, rng) -> list:
+    """One file's stat samples (numbers merged per stat and phase, at most
+    SAMPLES_PER_FILE of each, as float32 bytes in base64; string counts summed) for its marker."""
+    numeric, categories = defaultdict(list), defaultdict(lambda: defaultdict(int))
+    for stat, phase, values in samples:
+        if isinstance(values, dict):
+            for k, v in values.items():
+                categories[(stat, phase)][k] += v
+        else:
+            numeric[(stat, phase)].append(values)
+    out = [[stat, phase, dict(counts)] for (stat, phase), counts in categories.items()]
+    for (stat, phase), arrays in numeric.items():
+        values = np.concatenate(arrays)
+        if len(values) > SAMPLES_PER_FILE:
+            values = rng.choice(values, SAMPLES_PER_FILE, replace=False)
+        out.append([stat, phase, base64.b64encode(values.astype(np.float32).tobytes()).decode()])
+    return out
+
+
+def _ledger_entries(marker: dict) -> list[tuple]:
+    """A file's completion marker as Ledger.finish arguments."""
+    entries = [((READ, marker["ordinal"]), [tuple(marker["read"])], (), None)]
+    for chunk in marker["chunks"]:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(chunk["schema"])))
+        entries.append((tuple(chunk["key"]), [tuple(r) for r in chunk["records"]], (), schema))
+    samples = [(stat, phase, values if isinstance(values, dict) else
+                np.frombuffer(base64.b64decode(values), np.float32).astype(np.float64))
+               for stat, phase, values in marker["samples"]]
+    entries.append((("samples", marker["ordinal"]), [], samples, None))
+    return entries
+
+
+def read_checkpoint(batch: pa.Table):
+    """map_batches over a table of checkpoint file paths: yields their rows."""
+    for path in batch.column("path").to_pylist():
+        yield pq.read_table(path)
 
 
 def _as_json_text(table: pa.Table, columns: list[str]) -> pa.Table:
@@ -320,6 +401,7 @@ class Pipeline:
 
     ops: list[Operator] = field(default_factory=list)
     text_key: str = "text"
+    notes: list[str] = field(default_factory=list)  # for the run summary (keys a recipe ignored)
 
     def __post_init__(self):
         for op in self.ops:
@@ -349,10 +431,21 @@ class Pipeline:
             stages.append(("fused", []))
         return stages
 
+    def identity(self, files: list[str], *, output_format: str, analyze: bool, keep_stats: bool,
+                 seed: int) -> dict:
+        """What a run is, for a resumed run to check: its operators, settings and input files."""
+        return {"operators": [repr(op) for op in self.ops], "text_key": self.text_key,
+                "output_format": output_format, "analyze": analyze, "keep_stats": keep_stats,
+                "seed": seed, "inputs": input_identity(files)}
+
     def run(self, source, output: str | os.PathLike, *, output_format: str = "parquet",
             analyze: bool = False, keep_stats: bool = False, ray_address: str | None = None,
             num_cpus: int | None = None, seed: int = 42, quiet: bool = False,
-            overwrite: bool = True) -> RunResult:
+            overwrite: bool = False, resume: bool = False) -> RunResult:
+        """Run on `source` into the folder `output`: a new or empty folder, or an earlier sluice
+        output, which is replaced only once this run has finished (`overwrite` lets it replace
+        any folder). With `resume`, an interrupted run of the same operators, settings and input
+        files continues from the input files it finished."""
         import ray
 
         from .report import build_summary, write_report
@@ -360,31 +453,42 @@ class Pipeline:
         started = time.perf_counter()
         sources = as_sources(source)
         files = read_once([(path, s.source_name()) for s in sources for path in s.files()])
-        output_dir = Path(output)
-        if overwrite and output_dir.exists():
-            shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        rejects_dir = str((output_dir / "rejects").resolve())
+        file_paths = {i: os.path.abspath(p) for i, (p, _) in enumerate(files)}
+        identity = self.identity(list(file_paths.values()), output_format=output_format, analyze=analyze,
+                                 keep_stats=keep_stats, seed=seed)
+        folder = prepare(output, sources, list(file_paths.values()), identity, overwrite=overwrite, resume=resume)
+        rejects_dir = str(folder.partial / "rejects")
         ensure_ray(ray_address, num_cpus, quiet)
         self.ship_user_code()
         configure_ray_data(quiet)
-        ctx = RunContext(output_dir=output_dir, seed=seed, analyze=analyze,
+        ctx = RunContext(output_dir=folder.target, seed=seed, analyze=analyze,
                          num_cpus=int(ray.cluster_resources().get("CPU", 1)),
                          sources={s.source_name(): s for s in sources})
         ledger = ray.remote(num_cpus=0)(Ledger).remote(seed)
-        file_paths = {i: os.path.abspath(p) for i, (p, _) in enumerate(files)}
+        stages = self.plan()
+        stat_names = [n for o in self.ops if isinstance(o, Filter) for n in o.stat_names]
 
-        listing = pa.table({"ordinal": list(range(len(files))), "path": list(file_paths.values()),
-                            "source": [name for _, name in files]})
-        ds = ray.data.from_arrow(listing).repartition(len(files)).map_batches(
-            # max_retries: Ray 2.60 takes it only as a (deprecated) remote argument.
-            read_files, batch_size=1, batch_format="pyarrow", max_retries=CRASHES,
-            fn_kwargs={"text_key": self.text_key, "rejects_dir": rejects_dir, "ledger": ledger})
+        def fused(i: int, steps: list, upstream: str | None) -> FusedStage:
+            if analyze:
+                steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
+            return FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=i == len(stages) - 1,
+                              keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names)
+
+        stage = fused(0, stages[0][1], None)
+        resumed = folder.finished_files()
+        task = ray.remote(max_retries=CRASHES)(checkpoint_file)
+        stage_ref = ray.put(stage)
+        ray.get([task.remote(folder, i, file_paths[i], name, stage=stage_ref, text_key=self.text_key)
+                 for i, (_, name) in enumerate(files) if i not in resumed])
+        done = folder.finished_files()
+        ray.get(ledger.finish_many.remote([e for i in sorted(done) for e in _ledger_entries(done[i])]))
+        chunks = [str(folder.checkpoint / c["file"]) for i in sorted(done) for c in done[i]["chunks"] if c["file"]]
+        ds = ray.data.from_arrow(pa.table({"path": pa.array(chunks, pa.string())})).repartition(
+            max(len(chunks), 1)).map_batches(read_checkpoint, batch_size=1, batch_format="pyarrow")
 
         driver_counts: dict[str, tuple[int, int, float]] = {}
         upstream = None
-        stages = self.plan()
-        for i, (kind, steps) in enumerate(stages):
+        for i, (kind, steps) in enumerate(stages[1:], 1):
             label, op = steps[0] if steps else (None, None)
             if kind == "dataset":
                 if analyze and isinstance(op, (Deduplicator, Selector)):
@@ -401,16 +505,11 @@ class Pipeline:
                 driver_counts[label] = (rows_in, ds.count(), time.perf_counter() - start)
                 upstream = label
                 continue
-            sink = i == len(stages) - 1
-            if analyze:
-                steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
-            stage = FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=sink,
-                               keep_stats=keep_stats, analyze=analyze, index=i,
-                               stat_names=[n for o in self.ops if isinstance(o, Filter) for n in o.stat_names])
+            stage = fused(i, steps, upstream)
             ds = ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None, max_retries=CRASHES)
             upstream = None
 
-        data_dir = output_dir / "data"
+        data_dir = folder.partial / "data"
         write_dataset(ds, str(data_dir), output_format)
         data_dir.mkdir(exist_ok=True)
         if output_format == "parquet":
@@ -419,7 +518,9 @@ class Pipeline:
         ray.kill(ledger)
         summary = build_summary(self, snapshot, driver_counts, ctx,
                                 wall_seconds=time.perf_counter() - started, analyze=analyze,
-                                output_format=output_format, files=list(file_paths.values()))
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        write_report(output_dir / "report.html", summary, snapshot, ctx.report_sections)
-        return RunResult(summary=summary, output_dir=output_dir)
+                                output_format=output_format, files=list(file_paths.values()),
+                                resumed_files=len(resumed))
+        write_report(folder.partial / "report.html", summary, snapshot, ctx.report_sections)
+        (folder.partial / SUMMARY).write_text(json.dumps(summary, indent=2))  # last: the run is whole
+        folder.commit()
+        return RunResult(summary=summary, output_dir=folder.target)

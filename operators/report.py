@@ -11,7 +11,7 @@ HIST_BINS = 30
 
 
 def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_seconds: float,
-                  analyze: bool, output_format: str, files: list[str]) -> dict:
+                  analyze: bool, output_format: str, files: list[str], resumed_files: int = 0) -> dict:
     from .pipeline import CRASHED, READ, _labels
 
     counts = snapshot["counts"]
@@ -40,13 +40,26 @@ def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_se
         "analyze": analyze,
         "operators": operators,
         "wall_seconds": round(wall_seconds, 3),
+        "resumed_files": resumed_files,  # input files taken from an interrupted run's checkpoint
         "cpus": ctx.num_cpus,
         "inputs": files,
         "output": str(ctx.output_dir / "data"),
         "output_format": output_format,
         "rejects": str(ctx.output_dir / "rejects"),
         "report": str(ctx.output_dir / "report.html"),
+        "notes": run_notes(pipeline),
     }
+
+
+def run_notes(pipeline) -> list[str]:
+    """The pipeline's own notes, then each distinct operator note once, naming its operators."""
+    from .pipeline import _labels
+
+    by_note: dict[str, list[str]] = {}
+    for label, op in zip(_labels(pipeline.ops), pipeline.ops):
+        for note in op.notes():
+            by_note.setdefault(note, []).append(label)
+    return list(pipeline.notes) + [f"{', '.join(labels)}: {note}" for note, labels in by_note.items()]
 
 
 def _row(name: str, kind: str, rows_in: int, rows_out: int, rejected: int, seconds: float) -> dict:
@@ -70,6 +83,7 @@ def format_summary(summary: dict) -> str:
     lines.append(f"read {summary['rows_read']:,} = kept {summary['rows_kept']:,} + dropped "
                  f"{sum(summary['dropped'].values()):,} + rejected {sum(summary['rejected'].values()):,}"
                  f" ({status}); {summary['wall_seconds']:.1f}s wall")
+    lines += [f"note: {note}" for note in summary.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -132,6 +146,7 @@ def write_report(path: Path, summary: dict, snapshot: dict, sections: list[tuple
         f"{' Analyze-only run: nothing was dropped by filters.' if summary['analyze'] else ''}</p>",
         "<table><tr><th>operator</th><th>kind</th><th>in</th><th>out</th><th>dropped</th>"
         f"<th>rejected</th><th>seconds</th><th>rows/s</th></tr>{rows}</table>",
+        "".join(f"<p><b>Note:</b> {html.escape(note)}</p>" for note in summary.get("notes", [])),
         f"<h2>Throughput</h2>{speed}",
         "<h2>Stats</h2><p>Grey: values at the filter's input (before filtering). Blue: rows kept "
         "at the end of the run. Hover a bar for its range and count.</p>",
