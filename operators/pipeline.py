@@ -15,10 +15,13 @@ blocks (beyond what Arrow promotes) become JSON text where blocks meet and in Pa
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -355,16 +358,36 @@ def _conflicting_columns(schemas: list[pa.Schema]) -> list[str]:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> None:
+    """Start or join Ray. A Ctrl-C while Ray starts is held until it has started and raised then:
+    cut short, `ray.init` leaves processes behind that `ray.shutdown` cannot reach."""
     import ray
 
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": not quiet,
               "logging_level": "WARNING"}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:  # "local": never attach to a cluster some `ray start` left on this machine
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    with _sigint_held() as held:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # "local": never attach to a cluster some `ray start` left on this machine
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    if held:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Within the block, SIGINT is noted instead of raised; the list it yields is non-empty when
+    one came. (Signal handlers belong to the main thread: elsewhere this does nothing.)"""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def configure_ray_data(quiet: bool) -> None:

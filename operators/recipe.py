@@ -46,10 +46,10 @@ SLUICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 # Data-Juicer global keys sluice reads; the rest of Data-Juicer's globals are accepted and ignored.
 DJ_KEYS = {"project_name", "dataset_path", "export_path", "np", "text_keys", "process",
-           "ray_address", "keep_stats_in_res_ds", "seed"}
+           "ray_address", "keep_stats_in_res_ds", "seed", "use_checkpoint"}
 DJ_IGNORED = {
     "executor_type", "open_tracer", "trace_num", "op_fusion", "fusion_strategy", "cache_compress",
-    "use_cache", "ds_cache_dir", "use_checkpoint", "temp_dir", "open_monitor", "export_shard_size",
+    "use_cache", "ds_cache_dir", "temp_dir", "open_monitor", "export_shard_size",
     "export_in_parallel", "keep_hashes_in_res_ds", "suffixes", "add_suffix", "work_dir",
     "save_stats_in_one_file", "event_logging", "op_list_to_trace", "image_key", "audio_key",
     "video_key", "image_special_token", "audio_special_token", "video_special_token", "eoc_special_token",
@@ -92,13 +92,15 @@ class Recipe:
     num_cpus: int | None = None
     path: str = ""
     modules: list[str] = field(default_factory=list)   # user code this recipe loaded and ran
+    resume: bool = False   # continue an interrupted run (Data-Juicer's use_checkpoint)
 
-    def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None) -> RunResult:
+    def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None,
+            overwrite: bool = False, resume: bool = False) -> RunResult:
         check_ray_reachable(ray_address or self.ray_address)
         return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
                                  analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
                                  ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
-                                 quiet=quiet)
+                                 quiet=quiet, overwrite=overwrite, resume=resume or self.resume)
 
 
 @dataclass
@@ -521,7 +523,7 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
                   sources=sources, output=output, output_format=fmt,
                   keep_stats=bool(d.get("keep_stats_in_res_ds", False)), seed=d.get("seed", 42),
                   ray_address=d.get("ray_address") if d.get("ray_address") not in (None, "auto") else None,
-                  num_cpus=d.get("np"), path=str(path))
+                  num_cpus=d.get("np"), path=str(path), resume=d.get("use_checkpoint") is True)
 
 
 def _dj_sources(doc: _Doc, spec: str) -> list[Source]:

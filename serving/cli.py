@@ -8,6 +8,7 @@ import re
 import sys
 import textwrap
 
+from sluice.serving.engine_cli import add_engine_commands
 from sluice.serving.serve_cli import add_serve_command
 from sluice.serving.sql_cli import add_sql_commands
 
@@ -26,14 +27,24 @@ def cmd_run(args) -> int:
     from sluice.operators.recipe import load_recipe
     from sluice.operators.report import format_summary
 
+    from sluice.operators.commit import partial_folder
+
     recipe = load_recipe(args.recipe, _variables(args.set))
-    result = recipe.run(analyze=args.analyze, quiet=args.quiet, ray_address=args.ray_address)
+    try:
+        result = recipe.run(analyze=args.analyze, quiet=args.quiet, ray_address=args.ray_address,
+                            overwrite=args.overwrite, resume=args.resume)
+    except KeyboardInterrupt:
+        partial = partial_folder(recipe.output)
+        raise KeyboardInterrupt(f"{recipe.output} is as it was; the input files finished so far are kept in "
+                                f"{partial}: add --resume to continue" if partial.exists() else "") from None
     s = result.summary
     print(format_summary(s))
     print(f"output:  {s['output']} ({s['output_format']}, {s['rows_kept']:,} rows)")
     print(f"rejects: {s['rejects']} ({sum(s['rejected'].values()):,} rows)")
     print(f"report:  {s['report']}")
     print(f"summary: {result.output_dir / 'summary.json'}")
+    if s["resumed_files"]:
+        print(f"resumed: {s['resumed_files']} of {len(s['inputs'])} input files from the interrupted run")
     return 0 if s["accounted"] else 3
 
 
@@ -88,7 +99,8 @@ EXIT_CODES = """exit codes:
   2    an error you can fix (recipe, serve config, parameter, input, database); one line
        on stderr; serve: the server could not start
   3    run: not every input row is accounted for; sql rewrite: the query ran past --timeout
-  130  interrupted (Ctrl-C); Ray was stopped"""
+  130  interrupted (Ctrl-C); Ray was stopped; run: the output folder is as it was and
+       `sluice run ... --resume` continues from the input files finished"""
 EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -105,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="address of a running Ray cluster (default: local Ray)")
     run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run of the same recipe and inputs from the input files it finished")
+    run.add_argument("--overwrite", action="store_true",
+                     help="let the run replace an output folder that holds files sluice did not write")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a recipe without running it")
@@ -118,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sql_commands(sub)
     add_serve_command(sub)
+    add_engine_commands(sub)
     return parser
 
 
@@ -140,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         # Errors a user can fix (recipe, parameter, input): one line, no traceback.
         print(f"sluice: error: {one_line(e)}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _stop_ray()
-        print("sluice: interrupted; Ray stopped", file=sys.stderr)
+        print("sluice: interrupted; Ray stopped" + (f"; {e}" if str(e) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
