@@ -248,7 +248,7 @@ async def simulated(engine, workload, rng, base, profile, args):
 
 def sim_sweep(workload, model, profile, rng, fitted_at, args):
     """Attainment per schedule, load and scale on the simulator, call times from `model`."""
-    call_time = lambda kind, p, o, running: model.predict(kind, p, o, 0, running)
+    call_time = lambda kind, p, o, running, cached: model.predict(kind, p, o, cached, running)
     plan = lambda q: tuple(workload.plan(q, q.revisions))
     [sim_base] = simulate([SimWorkflow(0.0, 1e9, plan(standard()))], FCFS(), call_time,
                           max_inflight_seqs=1_000_000)

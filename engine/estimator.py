@@ -12,7 +12,8 @@ all kinds. Pure numpy, no engine needed.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -24,6 +25,7 @@ TOKEN_SCALE = 1e-3      # features in thousands of tokens keep the system well c
 FEATURES = 4
 RIDGE = 1e-6
 POOLED = "*"
+HISTORY = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ class StageTimeEstimator:
             raise ValueError(f"estimator: decay must be in (0, 1], got {decay}")
         self.decay = decay
         self._fits: dict[str, _Fit] = defaultdict(_Fit)
-        self.history: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (predicted, measured)
+        # (predicted, measured) per kind, the most recent HISTORY calls
+        self.history: dict[str, deque[tuple[float, float]]] = defaultdict(
+            lambda: deque(maxlen=HISTORY))
         for kind, observations in (profile or {}).items():
             for o in observations:
                 self._add(kind, o)
@@ -115,7 +119,8 @@ class StageTimeEstimator:
 
     def relative_error(self, kind: str, skip: int = 0) -> float | None:
         """Mean |predicted - measured| / measured over the calls of `kind` after the first `skip`."""
-        pairs = [(p, m) for p, m in self.history.get(kind, [])[skip:] if m > 0]
+        pairs = [(p, m) for p, m in itertools.islice(self.history.get(kind, ()), skip, None)
+                 if m > 0]
         if not pairs:
             return None
         return float(np.mean([abs(p - m) / m for p, m in pairs]))

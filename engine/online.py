@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import AsyncIterator, Callable, Sequence
 
@@ -33,9 +34,10 @@ from .prefix_cache import PrefixIndex, block_hashes
 from .types import CallError, Completion, Prompt, SamplingParams, prompt_error
 from .vllm_backend import (CLOSE_TIMEOUT_S, child_pids, children_since, encode, reap,
                            to_completion, to_vllm)
-from .workflow import Workflow
+from .workflow import CallDeadline, Workflow
 
 VLLM_PRIORITIES = ("class", "workflow")
+TRACE_WINDOW = 20_000       # finished calls kept in `traces` (a server runs for days)
 OFFLINE_VLLM_PRIORITY = 2 ** 62
 
 
@@ -79,6 +81,9 @@ class CallTrace:
     run_s: float             # handed to vLLM until finished
     estimate_s: float        # the estimator's prediction at admission
     load: int                # calls running when it was admitted
+    workflow_arrival: float | None = None   # the engine's clock; with slo_s and the block
+    slo_s: float | None = None              # hashes, what a replay on the simulator needs
+    hashes: tuple[int, ...] = ()            # (engine.simulator.workflows_from_traces)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +103,7 @@ class _Ticket:
     token_ids: list[int]
     params: SamplingParams
     stage: str | None
-    workflow: Workflow | None
+    deadline: CallDeadline | None
     request_id: str
     vllm_priority: int
     admitted: asyncio.Future
@@ -117,7 +122,7 @@ class OnlineEngine:
         self.config = config
         self.schedule = schedule or Schedule()
         self._estimator = estimator or StageTimeEstimator()
-        self.traces: list[CallTrace] = []
+        self.traces: deque[CallTrace] = deque(maxlen=TRACE_WINDOW)
         self._clock = clock
         self._llm = None
         self._dead: str | None = None
@@ -185,21 +190,26 @@ class OnlineEngine:
     # --- calls ---------------------------------------------------------------------------
 
     async def call(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
-                   workflow: Workflow | None = None, stage: str | None = None) -> Completion:
-        """Run one call and return its completion; raises CallError/EngineDead for this call."""
-        async with contextlib.aclosing(self._outputs(prompt, params, workflow, stage)) as outputs:
+                   workflow: Workflow | None = None, stage: str | None = None,
+                   deadline: CallDeadline | None = None) -> Completion:
+        """Run one call and return its completion; raises CallError/EngineDead for this call.
+        A workflow call names its workflow and stage, or gives the `deadline` its workflow
+        resolved elsewhere (`Workflow.deadline_for`, on this engine's clock)."""
+        async with contextlib.aclosing(self._outputs(prompt, params, workflow, stage,
+                                                     deadline)) as outputs:
             async for output in outputs:
                 last = output
         return to_completion(last, params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
-                     workflow: Workflow | None = None, stage: str | None = None
-                     ) -> AsyncIterator[Completion]:
+                     workflow: Workflow | None = None, stage: str | None = None,
+                     deadline: CallDeadline | None = None) -> AsyncIterator[Completion]:
         """Yield the call's progress: each Completion's `text` is the new text since the last
         one, its token counts are totals so far, `finish_reason` is set on the last. Iterate to
         the end or close it (`contextlib.aclosing`); a stream left early aborts the call."""
         seen = ""
-        async with contextlib.aclosing(self._outputs(prompt, params, workflow, stage)) as outputs:
+        async with contextlib.aclosing(self._outputs(prompt, params, workflow, stage,
+                                                     deadline)) as outputs:
             async for output in outputs:
                 completion = to_completion(output, params)
                 text, completion.text = completion.text, completion.text[len(seen):]
@@ -220,7 +230,8 @@ class OnlineEngine:
         async def one(i: int) -> Completion:
             try:
                 async with contextlib.aclosing(self._outputs(
-                        prompts[i], params[i], None, None, token_ids[i], offline=True)) as outputs:
+                        prompts[i], params[i], None, None, None, token_ids[i],
+                        offline=True)) as outputs:
                     async for output in outputs:
                         last = output
                 return to_completion(last, params[i])
@@ -239,7 +250,8 @@ class OnlineEngine:
     # --- inside ----------------------------------------------------------------------------
 
     def _ticket(self, prompt: Prompt, params: SamplingParams, workflow: Workflow | None,
-                stage: str | None, token_ids: list[int] | None, offline: bool) -> _Ticket:
+                stage: str | None, deadline: CallDeadline | None, token_ids: list[int] | None,
+                offline: bool) -> _Ticket:
         if self._llm is None:
             raise EngineDead(self._dead or "engine: not started; use `async with OnlineEngine(config)`")
         if not self.health().ok:
@@ -249,32 +261,35 @@ class OnlineEngine:
         if error:
             raise CallError(error)
         now = self._clock()
-        kind, deadline, workflow_deadline = stage or ("offline" if offline else "call"), math.inf, math.inf
         if workflow is not None:
             if stage is None:
                 raise CallError(f"workflow {workflow.id}: a workflow call must name its stage")
-            workflow.check_call(stage, now)
-            kind = workflow.plan.get(stage).kind
-            deadline = workflow.stage_deadline(stage, now, self.estimator.stage_time)
-            workflow_deadline = workflow.deadline
+            deadline = workflow.deadline_for(stage, now, self.estimator.stage_time)
+        elif deadline is not None:
+            deadline.check(now)
+        stage = deadline.stage if deadline else stage
+        kind = deadline.kind if deadline else stage or ("offline" if offline else "call")
         max_tokens = min(params.max_tokens, self.config.max_model_len - len(ids))
         pending = Pending(kind, len(ids), max_tokens, block_hashes(ids, self.config.block_size),
-                          deadline, workflow_deadline, offline, enqueued=now)
+                          deadline.stage_deadline if deadline else math.inf,
+                          deadline.workflow_deadline if deadline else math.inf, offline,
+                          enqueued=now)
         if offline:
             priority = OFFLINE_VLLM_PRIORITY
-        elif self.schedule.vllm_priority == "workflow" and workflow is not None:
-            priority = workflow.id
+        elif self.schedule.vllm_priority == "workflow" and deadline is not None:
+            priority = deadline.workflow
         else:
             priority = 0
-        ticket = _Ticket(pending, ids, replace(params, max_tokens=max_tokens), stage, workflow,
+        ticket = _Ticket(pending, ids, replace(params, max_tokens=max_tokens), stage, deadline,
                          f"sluice-{next(self._ids)}", priority,
                          asyncio.get_running_loop().create_future())
         pending.ticket = ticket
         return ticket
 
-    async def _outputs(self, prompt, params, workflow, stage, token_ids=None, offline=False):
+    async def _outputs(self, prompt, params, workflow, stage, deadline, token_ids=None,
+                       offline=False):
         """The vLLM outputs of one call (cumulative), after it is admitted."""
-        ticket = self._ticket(prompt, params, workflow, stage, token_ids, offline)
+        ticket = self._ticket(prompt, params, workflow, stage, deadline, token_ids, offline)
         self._queue.push(ticket.pending)
         self._dispatch()
         from vllm.inputs import TokensPrompt
@@ -338,17 +353,19 @@ class OnlineEngine:
             self._dispatch()
 
     def _record(self, ticket: _Ticket, output) -> None:
-        p, done = ticket.pending, to_completion(output, ticket.params)
+        p, d, done = ticket.pending, ticket.deadline, to_completion(output, ticket.params)
         run_s = self._clock() - ticket.admitted_at
         self.estimator.observe(p.kind, done.prompt_tokens, done.output_tokens, run_s,
                                done.cached_tokens, p.load)
         self.traces.append(CallTrace(
             kind=p.kind, stage=ticket.stage, offline=p.offline,
-            workflow=ticket.workflow.id if ticket.workflow else None,
+            workflow=d.workflow if d else None,
             prompt_tokens=done.prompt_tokens, cached_tokens=done.cached_tokens,
             output_tokens=done.output_tokens, admitted_at=ticket.admitted_at,
             queued_s=ticket.admitted_at - p.enqueued,
-            run_s=run_s, estimate_s=p.estimate_s, load=p.load))
+            run_s=run_s, estimate_s=p.estimate_s, load=p.load,
+            workflow_arrival=d.workflow_deadline - d.slo_s if d else None,
+            slo_s=d.slo_s if d else None, hashes=p.hashes))
 
     def _fail_waiting(self, message: str) -> None:
         """The engine is gone: every waiting call fails with this one message."""

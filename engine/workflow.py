@@ -100,6 +100,38 @@ def split_deadline(remaining_s: float, stage_s: float, later_s: Sequence[float])
     return remaining_s * stage_s / total
 
 
+@dataclass(frozen=True)
+class CallDeadline:
+    """One workflow call as the admission queue sees it: the stage's kind and the two deadlines
+    the policies read. Resolved where the workflow lives (`Workflow.deadline_for`); an engine
+    replica in another process gets it with the deadlines as seconds left (`relative`), since
+    clocks differ between machines, and puts them back on its own clock (`absolute`)."""
+    kind: str
+    stage: str
+    workflow: int
+    stage_deadline: float
+    workflow_deadline: float
+    slo_s: float
+    late: str = "fail"
+
+    def shifted(self, by: float) -> "CallDeadline":
+        return replace(self, stage_deadline=self.stage_deadline + by,
+                       workflow_deadline=self.workflow_deadline + by)
+
+    def relative(self, now: float) -> "CallDeadline":
+        return self.shifted(-now)
+
+    def absolute(self, now: float) -> "CallDeadline":
+        return self.shifted(now)
+
+    def check(self, now: float) -> None:
+        """The error a call must get at `now` on the engine, if any."""
+        if self.late == "fail" and now > self.workflow_deadline:
+            raise DeadlinePassed(
+                f"workflow {self.workflow}: deadline passed {now - self.workflow_deadline:.3f} s "
+                f"ago (SLO {self.slo_s:.3f} s); call to stage '{self.stage}' refused")
+
+
 _workflow_ids = itertools.count()
 
 
@@ -126,12 +158,20 @@ class Workflow:
     def check_call(self, stage: str, now: float) -> None:
         """Raise the error a call to `stage` at `now` must get, if any."""
         self.plan.index(stage)
-        if self.late == "fail" and now > self.deadline:
-            raise DeadlinePassed(f"workflow {self.id}: deadline passed {now - self.deadline:.3f} s ago "
-                                 f"(SLO {self.slo_s:.3f} s); call to stage '{stage}' refused")
+        CallDeadline("", stage, self.id, self.deadline, self.deadline, self.slo_s,
+                     self.late).check(now)
 
     def started(self, stage: str) -> bool:
         return stage in self._stage_deadlines
+
+    def deadline_for(self, stage: str, now: float,
+                     stage_time: Callable[[Stage], float]) -> "CallDeadline":
+        """Check a call to `stage` issued at `now` and say where it stands (raises the call's
+        error, as `check_call`)."""
+        self.check_call(stage, now)
+        return CallDeadline(self.plan.get(stage).kind, stage, self.id,
+                            self.stage_deadline(stage, now, stage_time), self.deadline,
+                            self.slo_s, self.late)
 
     def stage_deadline(self, stage: str, now: float, stage_time: Callable[[Stage], float]) -> float:
         """Absolute deadline of `stage`, fixed when its first call arrives (at `now`)."""

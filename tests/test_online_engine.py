@@ -69,7 +69,7 @@ def test_concurrent_workflows_each_get_their_own_results(online, run):
     for wf_id, i, (ir, c0, c1, check) in results:
         assert [c.output_tokens for c in (ir, c0, c1, check)] == [2 + i, 3 + i, 4 + i, 1 + i]
         assert all(c.error is None and c.finish_reason == "length" for c in (ir, c0, c1, check))
-        traces = [t for t in online.traces[before:] if t.workflow == wf_id]
+        traces = [t for t in list(online.traces)[before:] if t.workflow == wf_id]
         assert sorted(t.stage for t in traces) == ["cand", "cand", "check", "ir"]
     report = online.stage_report()
     assert report["generate"]["calls"] >= 12
@@ -123,7 +123,7 @@ def test_offline_batch_runs_below_online_calls(online, run):
     start = len(online.traces)
     out = run(scenario())
     assert [c.output_tokens for c in out] == [64] * BATCH and all(c.error is None for c in out)
-    traces = online.traces[start:]
+    traces = list(online.traces)[start:]
     offline = [t for t in traces if t.offline]
     online_calls = [t for t in traces if not t.offline]
     assert len(offline) == BATCH and len(online_calls) == 6

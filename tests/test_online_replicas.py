@@ -1,0 +1,119 @@
+"""Engine replicas as Ray actors behind the dispatcher, on real vLLM (CPU build, tiny
+dummy-weight model): two replicas for the module."""
+
+import asyncio
+import random
+
+import psutil
+import pytest
+
+from sluice.engine import CallError, EngineDead, SamplingParams, Stage, Workflow
+from sluice.engine.dispatch import Balanced
+from sluice.engine.replicas import ReplicaSet, cpu_shares
+
+pytest_plugins = ["engine_fixtures"]
+
+WORDS = ["the", "data", "row", "text", "model", "score", "label", "filter", "ka", "lo"]
+
+
+def engine_cores() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"])
+            if any("EngineCore" in part for part in (p.info["cmdline"] or []))}
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def replicas(loop, engine_config, ray_session):
+    before = engine_cores()
+    rs = ReplicaSet(engine_config, replicas=2, dispatch=Balanced(0.9))
+    loop.run_until_complete(rs.start())
+    yield rs
+    loop.run_until_complete(rs.close())
+    assert not engine_cores() - before                     # no engine process left behind
+
+
+def test_cpu_shares_split_the_cores():
+    assert cpu_shares(2, [0, 1, 2, 3]) == ["0,1", "2,3"]
+    assert cpu_shares(3, [5]) == ["5", "5", "5"]
+
+
+def test_workflows_on_two_schemas_stay_with_their_cache(replicas, loop):
+    rng = random.Random(5)
+    schemas = [" ".join(rng.choice(WORDS) for _ in range(150)) for _ in range(2)]
+
+    async def workflow(i):
+        wf = Workflow([Stage("cand", "generate", fanout=2), Stage("check", "evaluate")], slo_s=120)
+        prompt = schemas[i % 2] + f" question {i}"
+        cands = await asyncio.gather(*[
+            replicas.call(prompt + f" candidate {j}", SamplingParams(max_tokens=2 + i + j,
+                                                                     ignore_eos=True),
+                          workflow=wf, stage="cand") for j in range(2)])
+        check = await replicas.call(f"check {i}", SamplingParams(max_tokens=1, ignore_eos=True),
+                                    workflow=wf, stage="check")
+        return [c.output_tokens for c in (*cands, check)]
+
+    async def scenario():
+        first = await workflow(0), await workflow(1)        # one schema cached on each replica
+        return [*first, *await asyncio.gather(*[workflow(i) for i in range(2, 8)])]
+
+    results = loop.run_until_complete(scenario())
+    assert results == [[2 + i, 3 + i, 1] for i in range(8)]
+    traces = loop.run_until_complete(replicas.traces())
+    generate = [t for t in traces if t.kind == "generate"]
+    assert len(generate) == 16 and {t.workflow for t in generate} == {t.workflow for t in traces}
+    # once each schema is cached on a replica, every later call of it goes there and hits
+    first_two = sorted({t.workflow for t in generate})[:2]
+    later = [t for t in generate if t.workflow not in first_two]
+    assert all(t.cached_tokens >= 3 * 32 for t in later), [t.cached_tokens for t in later]
+    assert replicas.dispatcher.calls == [0, 0]
+
+
+def test_offline_batch_split_across_replicas_comes_back_in_order(replicas, loop):
+    prompts = [f"row {i} " + "text " * (i % 5) for i in range(10)]
+    params = [SamplingParams(max_tokens=1 + i % 3, ignore_eos=True) for i in range(10)]
+    out = loop.run_until_complete(replicas.generate_offline(prompts, params))
+    assert [c.output_tokens for c in out] == [1 + i % 3 for i in range(10)]
+
+
+def test_a_cancelled_call_is_aborted_on_its_replica(replicas, loop):
+    async def scenario():
+        long = asyncio.create_task(replicas.call("a b c", SamplingParams(max_tokens=400,
+                                                                         ignore_eos=True)))
+        await asyncio.sleep(1.0)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        for _ in range(50):                                 # the abort reaches the replica
+            if all(h.running == 0 for h in await replicas.health()):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    assert loop.run_until_complete(scenario())
+
+
+def test_bad_calls_fail_alone_and_a_dead_replica_gets_no_more_calls(replicas, loop):
+    import ray
+
+    with pytest.raises(CallError, match="max_model_len"):
+        loop.run_until_complete(replicas.call("word " * 600))
+    ray.kill(replicas._actors[0])                           # replica 0's actor dies
+
+    async def after():
+        results = await asyncio.gather(*[replicas.call(f"q {i}", SamplingParams(max_tokens=2))
+                                         for i in range(4)], return_exceptions=True)
+        return results, await replicas.health()
+
+    results, health = loop.run_until_complete(after())
+    assert [r.output_tokens for r in results] == [2, 2, 2, 2]   # sent again to the live one
+    assert not health[0].ok and "replica 0: its actor stopped" in health[0].error
+    assert health[1].ok
+    ray.kill(replicas._actors[1])
+    with pytest.raises(EngineDead, match="replica 1"):
+        loop.run_until_complete(replicas.call("q", SamplingParams(max_tokens=2)))
