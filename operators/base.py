@@ -89,6 +89,11 @@ class Operator:
     def setup(self) -> None:
         """Derive state from validated parameters (compiled regexes, word sets)."""
 
+    def notes(self) -> tuple[str, ...]:
+        """What a user should know about how this operator ran (a model it lacked, say); the
+        run summary and report show each distinct note once."""
+        return ()
+
     @classmethod
     def param_specs(cls) -> list[ParamSpec]:
         hints = typing.get_type_hints(cls)
@@ -289,9 +294,11 @@ _LOADED_PLUGINS: set[str] = set()
 
 BUILTIN_MODULES = [
     "sluice.operators.text.mappers",
+    "sluice.operators.text.latex",
     "sluice.operators.text.filters",
     "sluice.operators.dedup.exact",
     "sluice.operators.dedup.minhash",
+    "sluice.operators.dedup.simhash",
     "sluice.operators.select",
     "sluice.operators.llm",
 ]

@@ -175,11 +175,11 @@ def test_mappers_leave_marker_characters_alone():
 @pytest.mark.parametrize("texts", [[], [None, None], [""]], ids=["no rows", "all null", "empty"])
 def test_every_text_mapper_handles_degenerate_batches(texts):
     from sluice.operators.base import OPERATORS, load_builtin_operators
-    from sluice.operators.text import mappers
+    from sluice.operators.text import latex, mappers
 
     load_builtin_operators()
     names = [n for n, c in OPERATORS.items()
-             if c.__module__ == mappers.__name__ and "text_key" in c.__dataclass_fields__]
-    assert len(names) == 9
+             if c.__module__ in (mappers.__name__, latex.__name__) and "text_key" in c.__dataclass_fields__]
+    assert len(names) == 15
     for name in names:
         assert run(name, texts) == texts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
 import sys
 from typing import Optional
 
@@ -225,28 +226,16 @@ class remove_repeat_sentences_mapper(TextMapper):
         return _join_pieces(pieces, keep, text)
 
 
-@register
-class remove_long_words_mapper(TextMapper):
-    """Removes words (split on spaces, tabs and newlines) whose length is outside
-    [min_len, max_len], unless stripping leading and trailing punctuation brings it inside.
-    In a text that loses words, the rest is rejoined as Data-Juicer does: one space between
-    words, one tab or newline where the removed stretch held one, no empty lines, no leading
-    or trailing blanks. Texts with no word to remove are left as they are."""
-
-    min_len: int = param(1, ge=0, doc="shortest word kept, in characters")
-    max_len: int = param(sys.maxsize, ge=0, doc="longest word kept, in characters")
-
-    def _fits(self, words: pa.Array) -> np.ndarray:
-        lengths = pc.utf8_length(words).to_numpy(zero_copy_only=False)
-        return (lengths >= self.min_len) & (lengths <= self.max_len)
+@dataclasses.dataclass(kw_only=True, repr=False)
+class WordRemovalMapper(TextMapper):
+    """Removes the words (split on spaces, tabs and newlines) that `_removable` marks. In a
+    text that loses words, the rest is rejoined as Data-Juicer does: one space between words,
+    one tab or newline where the removed stretch held one, no empty lines, no leading or
+    trailing blanks. Texts with no word to remove are left as they are."""
 
     def _removable(self, words: pa.Array) -> np.ndarray:
-        """Words to remove: out of range, and still out of range once stripped."""
-        out = ~self._fits(words) & pc.greater(pc.binary_length(words), 0).to_numpy(
-            zero_copy_only=False)
-        stripped = pc.utf8_trim(pc.filter(words, pa.array(out)), characters=special_characters())
-        out[out] = ~self._fits(stripped)
-        return out
+        """Boolean mask over `words` (a flat string array): the words to remove."""
+        raise NotImplementedError
 
     def transform(self, text):
         spaced = pc.replace_substring(pc.replace_substring(text, "\n", " "), "\t", " ")
@@ -273,6 +262,93 @@ class remove_long_words_mapper(TextMapper):
         joined = pc.replace_substring_regex(joined, "[ \t]*\t[ \t]*", "\t")
         joined = pc.replace_substring_regex(joined, " +", " ")
         return pc.utf8_trim(joined, characters=" \t\n")
+
+
+@register
+class remove_long_words_mapper(WordRemovalMapper):
+    """Removes words (split on spaces, tabs and newlines) whose length is outside
+    [min_len, max_len], unless stripping leading and trailing punctuation brings it inside.
+    In a text that loses words, the rest is rejoined as Data-Juicer does: one space between
+    words, one tab or newline where the removed stretch held one, no empty lines, no leading
+    or trailing blanks. Texts with no word to remove are left as they are."""
+
+    min_len: int = param(1, ge=0, doc="shortest word kept, in characters")
+    max_len: int = param(sys.maxsize, ge=0, doc="longest word kept, in characters")
+
+    def _fits(self, words: pa.Array) -> np.ndarray:
+        lengths = pc.utf8_length(words).to_numpy(zero_copy_only=False)
+        return (lengths >= self.min_len) & (lengths <= self.max_len)
+
+    def _removable(self, words: pa.Array) -> np.ndarray:
+        """Words to remove: out of range, and still out of range once stripped."""
+        out = ~self._fits(words) & pc.greater(pc.binary_length(words), 0).to_numpy(
+            zero_copy_only=False)
+        stripped = pc.utf8_trim(pc.filter(words, pa.array(out)), characters=special_characters())
+        out[out] = ~self._fits(stripped)
+        return out
+
+
+@register
+class remove_words_with_incorrect_substrings_mapper(WordRemovalMapper):
+    """Removes words (split on spaces, tabs and newlines) that, stripped of leading and
+    trailing punctuation and symbols, contain one of `substrings` (by default pieces of links:
+    'http', 'www', '.com', 'href', '//'). The rest is rejoined as remove_long_words_mapper
+    does; texts with no word to remove are left as they are."""
+
+    lang: str = param("en", doc="language of the text (accepted for Data-Juicer recipes)")
+    tokenization: bool = param(False, choices=(False,),
+                               doc="Data-Juicer's tokenized mode (joins pieces without spaces) "
+                                   "is not offered: words are split on whitespace")
+    substrings: Optional[list[str]] = param(None, doc="substrings that mark a word for removal; "
+                                                      "null: http, www, .com, href, //")
+
+    def setup(self):
+        if self.substrings is None:
+            self.substrings = ["http", "www", ".com", "href", "//"]
+
+    def _removable(self, words: pa.Array) -> np.ndarray:
+        out = np.zeros(len(words), dtype=bool)
+        if not self.substrings:
+            return out
+        stripped = pc.utf8_trim(words, characters=special_characters())
+        for piece in self.substrings:
+            out |= pc.fill_null(pc.match_substring(stripped, piece), False).to_numpy(zero_copy_only=False)
+        return out
+
+
+# A C-style block comment, as Data-Juicer (after RedPajama) matches it.
+_BLOCK_COMMENT = re.compile(r"/\*[^*]*\*+(?:[^/*][^*]*\*+)*/")
+_COPYRIGHT = re.compile("copyright", re.IGNORECASE)
+
+
+def _without_copyright(text: str) -> str:
+    found = _BLOCK_COMMENT.search(text)
+    if found:
+        if _COPYRIGHT.search(found.group(0)):
+            text = text[:found.start()] + text[found.end():]
+        return text
+    lines = text.split("\n")
+    skip = 0
+    while skip < len(lines) and (not lines[skip] or lines[skip].startswith(("//", "#", "--"))):
+        skip += 1
+    return "\n".join(lines[skip:]) if skip else text
+
+
+def per_row(text: pa.Array, change) -> pa.Array:
+    """`change` (str -> str) applied to each row in Python; null rows stay null."""
+    return pa.array([None if t is None else change(t) for t in text.to_pylist()], type=text.type)
+
+
+@register
+class clean_copyright_mapper(TextMapper):
+    """Removes a copyright notice from code: the first /* ... */ block comment when it holds
+    the word 'copyright' (any case); in a text with no block comment, the leading lines that
+    are empty or start with '//', '#' or '--'. Data-Juicer's rule (from RedPajama). Per-row
+    Python, only for rows holding a block comment or starting with such a line."""
+
+    def transform(self, text):
+        return _apply_where(text, r"(?s)/\*.*\*/|^(?://|#|--|\n)|^$",
+                            lambda rows: per_row(rows, _without_copyright))
 
 
 def _internal(column: str) -> bool:

@@ -53,9 +53,9 @@ def char_class(kind: str) -> np.ndarray:
     `special`: Data-Juicer's idea of special characters, by Unicode category: punctuation (P*),
     symbols (S*, which holds the emoji), separators (Z*), control and format characters
     (whitespace, zero-width joiners), variation selectors, and the ASCII digits.
-    `alnum`: Python's `str.isalnum`. `digit`: Unicode decimal digits (category Nd).
+    `alnum`: Python's `str.isalnum`. `alpha`: `str.isalpha`. `digit`: Unicode decimal digits (category Nd).
     """
-    tests = {"special": _is_special, "alnum": str.isalnum,
+    tests = {"special": _is_special, "alnum": str.isalnum, "alpha": str.isalpha,
              "digit": lambda c: unicodedata.category(c) == "Nd"}
     return _category_table(tests[kind])
 
