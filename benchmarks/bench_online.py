@@ -39,10 +39,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from sluice.engine import (EDF, FCFS, EngineConfig, Observation, OnlineEngine, SamplingParams,
-                           Schedule, SimWorkflow, Stage, StageTimeEstimator, Urgency, Workflow,
-                           simulate)
+from sluice.engine import (EDF, FCFS, Balanced, EngineConfig, Observation, OnlineEngine,
+                           ReplicaSet, RoundRobin, SamplingParams, Schedule, SimWorkflow, Stage,
+                           StageTimeEstimator, Urgency, Workflow, simulate, tune_alpha,
+                           workflows_from_traces)
+from sluice.engine.simulator import call_time_of, fit_traces
 from sluice.engine.testing import build_tiny_model
+from sluice.engine.trace_file import write_traces
 
 # (kind, prompt tokens, output tokens) at full scale, from the CHESS traces
 SHAPES = {"ir": (306, 7), "extract": (679, 49), "candidate": (10_800, 696), "revise": (6_900, 156),
@@ -183,21 +186,44 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def tiny_config(args) -> EngineConfig:
+    model = build_tiny_model(tempfile.mkdtemp(prefix="sluice-bench-online-"), layers=args.layers,
+                             hidden=args.hidden)
+    return EngineConfig(model=str(model), load_format="dummy", enforce_eager=True,
+                        dtype="float32", max_model_len=2048)
+
+
+def random_questions(rng, n) -> list[Question]:
+    return [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
+                     rng.randrange(10**9)) for _ in range(n)]
+
+
+async def profile_standard(engine, workload) -> tuple[float, dict]:
+    """One warm-up, then the median of 3 standalone standard workflows (the base SLO), and the
+    calls they made as the estimator's profile."""
+    await workload.run(engine, standard(), 1e9)
+    seen = len(await traces_of(engine))
+    base = statistics.median([await workload.run(engine, standard(), 1e9) for _ in range(3)])
+    traces = (await traces_of(engine))[seen:]
+    profile = {k: [Observation(t.prompt_tokens, t.output_tokens, t.run_s, t.cached_tokens, t.load)
+                   for t in traces if t.kind == k] for k in SHAPES}
+    return base, profile
+
+
+async def traces_of(engine) -> list:
+    return await engine.traces() if isinstance(engine, ReplicaSet) else list(engine.traces)
+
+
 async def main(args):
-    tmp = tempfile.mkdtemp(prefix="sluice-bench-online-")
-    model = build_tiny_model(tmp, layers=args.layers, hidden=args.hidden)
-    config = EngineConfig(model=str(model), load_format="dummy", enforce_eager=True, dtype="float32",
-                          max_model_len=2048)
+    if args.replicas > 1:
+        return await replicas_main(args)
+    config = tiny_config(args)
     rng = random.Random(args.seed)
     async with OnlineEngine(config) as engine:
         workload = Workload(engine.tokenizer, args.token_scale, args.seed)
         # profile run: standalone standard workflows, also the base SLO
         engine.schedule = Schedule(policy=FCFS(), max_inflight_seqs=None)
-        await workload.run(engine, standard(), 1e9)                       # warm-up
-        engine.traces.clear()
-        base = statistics.median([await workload.run(engine, standard(), 1e9) for _ in range(3)])
-        profile = {k: [Observation(t.prompt_tokens, t.output_tokens, t.run_s, t.cached_tokens, t.load)
-                       for t in engine.traces if t.kind == k] for k in SHAPES}
+        base, profile = await profile_standard(engine, workload)
         print(f"model: {args.layers} layers x {args.hidden}; token scale {args.token_scale}; "
               f"{args.workflows} workflows per run; sluice in-flight bound {args.inflight} sequences")
         print(f"standalone standard workflow (15 calls): {base:.3f} s (median of 3) = base SLO")
@@ -207,8 +233,7 @@ async def main(args):
             args.loads, args.fill = [], False
         for load in args.loads:
             rate = round(load / base, 3)
-            questions = [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
-                                  rng.randrange(10**9)) for _ in range(args.workflows)]
+            questions = random_questions(rng, args.workflows)
             arrivals = rng.randrange(10**9)
             by_run = {name: {} for name in SCHEDULES}
             for i, scale in enumerate(args.scales):          # schedules interleaved, order rotated
@@ -239,8 +264,7 @@ async def simulated(engine, workload, rng, base, profile, args):
     real loaded run (urgency, middle load), many more workflows, no machine noise. With no
     admission bound every call runs at once, so vLLM's FCFS and priority orders coincide."""
     load = args.loads[len(args.loads) // 2]
-    questions = [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
-                          rng.randrange(10**9)) for _ in range(args.workflows)]
+    questions = random_questions(rng, args.workflows)
     await measure(engine, workload, questions, load / base, base * 3,
                   SCHEDULES["sluice-urgency"](args.inflight), profile, rng.randrange(10**9))
     return sim_sweep(workload, engine.estimator, profile, rng, load, args)
@@ -280,6 +304,82 @@ def sim_sweep(workload, model, profile, rng, fitted_at, args):
     return out
 
 
+async def measure_replicas(rs, workload, questions, rate, slo_s, rule, profile, seed):
+    """One run on the replica set under dispatch `rule`: latencies and the calls' traces."""
+    await rs.reset(StageTimeEstimator(profile), dispatch=rule)
+    rng = random.Random(seed)
+    start, tasks = time.monotonic(), []
+    for q in questions:
+        tasks.append(asyncio.create_task(workload.run(rs, q, slo_s)))
+        await asyncio.sleep(rng.expovariate(rate))
+    latencies = await asyncio.gather(*tasks)
+    wall = time.monotonic() - start
+    traces = await rs.traces()
+    online = [t for t in traces if not t.offline]
+    return dict(latencies=latencies, wall_s=wall, throughput=len(questions) / wall, traces=traces,
+                cache_hit=sum(t.cached_tokens for t in online) / sum(t.prompt_tokens for t in online),
+                estimator_error={})
+
+
+async def replicas_main(args):
+    """Two (or more) replicas: a round-robin run at the middle load is recorded and replayed
+    on the simulator to tune alpha; then round robin against the workload-balanced rule at
+    the tuned alpha, at every load and scale, interleaved."""
+    config = tiny_config(args)
+    rng = random.Random(args.seed)
+    schedule = SCHEDULES["sluice-urgency"](args.inflight)
+    async with ReplicaSet(config, schedule, replicas=args.replicas, dispatch=RoundRobin()) as rs:
+        workload = Workload(rs.tokenizer, args.token_scale, args.seed)
+        base, profile = await profile_standard(rs, workload)
+        print(f"{args.replicas} replicas (Ray actors, tiny model "
+              f"{args.layers} layers x {args.hidden}), urgency on each, {args.inflight} sequences "
+              f"in flight per replica; token scale {args.token_scale}; {args.workflows} "
+              f"workflows per run")
+        print(f"standalone standard workflow: {base:.3f} s (median of 3) = base SLO")
+        load = args.loads[len(args.loads) // 2]
+        scale = args.scales[len(args.scales) // 2]
+        recorded = await measure_replicas(rs, workload, random_questions(rng, args.workflows),
+                                          load / base, base * scale, RoundRobin(), profile,
+                                          rng.randrange(10**9))
+        setup = dict(replicas=args.replicas, block_size=config.block_size,
+                     kv_cache_tokens=rs.kv_cache_tokens, max_inflight_seqs=args.inflight)
+        if args.trace_out:
+            n = write_traces(args.trace_out, recorded["traces"], **setup)
+            print(f"recorded trace: {n} calls -> {args.trace_out} "
+                  f"(replay: sluice engine tune-alpha {args.trace_out})")
+        tuning = tune_alpha(workflows_from_traces(recorded["traces"]),
+                            call_time_of(fit_traces(recorded["traces"])),
+                            speeds=[1.0] * args.replicas, estimator=StageTimeEstimator(profile),
+                            max_inflight_seqs=args.inflight, block_size=config.block_size,
+                            cache_blocks=rs.kv_cache_tokens // config.block_size)
+        print("alpha tuned on the simulator (recorded round-robin run at load "
+              f"{load}, {scale}x): " + ", ".join(f"{a:g}: {100 * v:.0f}%"
+                                                  for a, v in tuning.attainment.items())
+              + f"; round robin {100 * tuning.round_robin:.0f}%; best alpha {tuning.best_alpha:g}")
+        rules = {"round-robin": RoundRobin, f"balanced-{tuning.best_alpha:g}":
+                 lambda: Balanced(tuning.best_alpha)}
+        results = {"base_slo_s": base, "args": vars(args), "alpha": tuning.attainment,
+                   "best_alpha": tuning.best_alpha, "rates": {}}
+        for load in args.loads:
+            rate = round(load / base, 3)
+            questions, arrivals = random_questions(rng, args.workflows), rng.randrange(10**9)
+            by_run = {name: {} for name in rules}
+            for i, scale in enumerate(args.scales):          # rules interleaved, order rotated
+                for name in list(rules)[i % 2:] + list(rules)[:i % 2]:
+                    run = await measure_replicas(rs, workload, questions, rate, base * scale,
+                                                 rules[name](), profile, arrivals)
+                    run.pop("traces")
+                    by_run[name][scale] = run
+            runs = {name: summarize(per_scale, base) for name, per_scale in by_run.items()}
+            report(rate, load, runs, args.scales, reference=list(rules)[0])
+            results["rates"][rate] = runs
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    if args.plot:
+        write_plot(args.plot, results, args.scales)
+
+
 def summarize(per_scale: dict, base: float) -> dict:
     runs = per_scale.values()
     errors = {}
@@ -297,8 +397,7 @@ async def fill(engine, workload, rng, base, args, profile):
     """Urgency at the middle load and scale, online only and with an offline batch below it."""
     load, scale = args.loads[len(args.loads) // 2], args.scales[len(args.scales) // 2]
     rate = load / base
-    questions = [Question(rng.randint(0, 10), rng.randint(1, 10), rng.randrange(DATABASES),
-                          rng.randrange(10**9)) for _ in range(args.workflows)]
+    questions = random_questions(rng, args.workflows)
     offline = [workload.text(rng, 200) for _ in range(2000)]
     arrivals = rng.randrange(10**9)
     schedule = SCHEDULES["sluice-urgency"](args.inflight)
@@ -313,11 +412,11 @@ async def fill(engine, workload, rng, base, args, profile):
                 offline_tokens_per_s=filled["offline_tokens_per_s"])
 
 
-def report(rate, load, runs, scales):
+def report(rate, load, runs, scales, reference="vllm-fcfs"):
     print(f"\narrival rate {rate}/s (load {load}: workflows arriving per base SLO)")
     print("schedule        " + " ".join(f"{s:>5}x" for s in scales)
           + "  95%-scale  ratio  wf/s   P50 s  P95 s  cache")
-    reference = smallest_scale(runs["vllm-fcfs"]["attainment"])
+    reference = smallest_scale(runs[reference]["attainment"])
     for name, r in runs.items():
         smallest = smallest_scale(r["attainment"])
         ratio = f"{reference / smallest:5.2f}x" if smallest and reference else "   n/a"
@@ -326,14 +425,16 @@ def report(rate, load, runs, scales):
               + f"  {str(smallest) + 'x' if smallest else '>' + str(max(scales)) + 'x':>9}  {ratio}"
               + f"  {r['throughput']:5.2f}  {percentile(lat, 0.5):6.2f} {percentile(lat, 0.95):6.2f}"
               + f"  {100 * r['cache_hit']:4.0f}%")
-    errors = runs["sluice-urgency"]["estimator_error"]
-    print("estimator error, calls after the 50th of a kind (urgency runs): "
-          + ", ".join(f"{k} {100 * v:.0f}%" for k, v in errors.items()))
+    errors = runs.get("sluice-urgency", {}).get("estimator_error")
+    if errors:
+        print("estimator error, calls after the 50th of a kind (urgency runs): "
+              + ", ".join(f"{k} {100 * v:.0f}%" for k, v in errors.items()))
 
 
 def write_plot(path, results, scales):
     """SLO attainment against scale, one line per schedule and rate, as an inline SVG."""
-    colors = {"vllm-fcfs": "#888", "vllm-priority": "#36c", "sluice-edf": "#c93", "sluice-urgency": "#c33"}
+    names = list(next(iter(results["rates"].values())))
+    colors = dict(zip(names, ["#888", "#36c", "#c93", "#c33"]))
     w, h, pad = 640, 360, 40
     x = lambda s: pad + (s - min(scales)) / (max(scales) - min(scales)) * (w - 2 * pad)
     y = lambda a: h - pad - a * (h - 2 * pad)
@@ -372,6 +473,10 @@ if __name__ == "__main__":
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="2 or more: round robin vs workload-balanced dispatch on that many "
+                             "engine replicas (Ray actors), alpha tuned on a recorded run")
+    parser.add_argument("--trace-out", help="with --replicas: write the recorded run's calls here")
     parser.add_argument("--out", help="write the figures as JSON here")
     parser.add_argument("--plot", help="write an HTML plot of attainment against scale here")
     args = parser.parse_args()

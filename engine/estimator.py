@@ -26,6 +26,7 @@ FEATURES = 4
 RIDGE = 1e-6
 POOLED = "*"
 HISTORY = 10_000
+DECAY = 0.98
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class StageTimeEstimator:
     """`observe` measured calls, `predict` a call, `stage_time` a planned stage (seconds)."""
 
     def __init__(self, profile: Mapping[str, Iterable[Observation]] | None = None, *,
-                 decay: float = 0.98):
+                 decay: float = DECAY):
         if not 0 < decay <= 1:
             raise ValueError(f"estimator: decay must be in (0, 1], got {decay}")
         self.decay = decay

@@ -130,6 +130,7 @@ class ReplicaSet:
         from transformers import AutoTokenizer     # the tokenizer vLLM builds for the model
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        self.kv_cache_tokens = min(kv_tokens)
         blocks = [k // self.config.block_size for k in kv_tokens]
         self.dispatcher = Dispatcher(self.rule, [self.estimator] * self.replicas,
                                      [PrefixIndex(self.config.block_size, b) for b in blocks],

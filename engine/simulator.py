@@ -185,14 +185,15 @@ def workflows_from_traces(traces: Iterable) -> list[SimWorkflow]:
     return [SimWorkflow(w.arrival - start, w.slo_s, w.stages, w.hashes) for w in workflows]
 
 
-def fit_traces(traces: Iterable) -> StageTimeEstimator:
-    """A stage-time model fitted on the measured calls, with their load and cached prefix."""
+def fit_traces(traces: Iterable, decay: float = 1.0) -> StageTimeEstimator:
+    """A stage-time model fitted on the measured calls, with their load and cached prefix
+    (decay 1: every call counts alike; an engine's own decay, to seed replicas that adapt)."""
     profile = defaultdict(list)
     for t in traces:
         t = t if isinstance(t, dict) else t.to_dict()
         profile[t["kind"]].append(Observation(t["prompt_tokens"], t["output_tokens"], t["run_s"],
                                               t["cached_tokens"], t["load"]))
-    return StageTimeEstimator(profile, decay=1.0)
+    return StageTimeEstimator(profile, decay=decay)
 
 
 def call_time_of(model: StageTimeEstimator) -> CallTime:

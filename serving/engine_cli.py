@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sluice.engine.admission import POLICIES
+from sluice.engine.estimator import DECAY
 from sluice.engine.simulator import (ALPHAS, call_time_of, fit_traces, tune_alpha,
                                     workflows_from_traces)
 from sluice.engine.trace_file import read_traces
@@ -44,8 +45,8 @@ def cmd_tune_alpha(args: argparse.Namespace) -> int:
     if len(speeds) != replicas:
         raise ValueError(f"--speeds: {len(speeds)} speeds for {replicas} replicas")
     block_size = header.get("block_size", 32)
-    model = fit_traces(calls)        # call times, and the profile the replicas start from
-    result = tune_alpha(workflows, call_time_of(model), speeds=speeds, estimator=model,
+    result = tune_alpha(workflows, call_time_of(fit_traces(calls)), speeds=speeds,
+                        estimator=fit_traces(calls, decay=DECAY),   # the replicas' profile
                         alphas=args.alphas, policy=POLICIES[args.policy],
                         max_inflight_seqs=args.inflight or header.get("max_inflight_seqs") or 8,
                         block_size=block_size,

@@ -95,3 +95,28 @@ def test_a_recorded_trace_replays_as_its_workflows():
                                                              ("cands", "generate", 2)]
     assert sorted(a.hashes[1]) == [(1, 2), (1, 3)]
     assert call_time_of(fit_traces(calls))("generate", 100, 10, 0, 0) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_tune_alpha_command_replays_a_trace_file(tmp_path, capsys):
+    from sluice.engine.trace_file import write_traces
+    from sluice.serving.cli import main
+
+    calls = []
+    for i in range(20):                         # pairs of one-call workflows, 1 s each, SLO 2 s
+        t0 = (i // 2) * 20.0
+        calls.append(dict(kind="short", stage="only", workflow=i, offline=False,
+                          prompt_tokens=10, cached_tokens=0, output_tokens=5, admitted_at=t0,
+                          queued_s=0.0, run_s=1.0, estimate_s=1.0, load=0,
+                          workflow_arrival=t0, slo_s=2.0, hashes=[]))
+    path = tmp_path / "trace.jsonl"
+    write_traces(path, calls, replicas=2, block_size=32, max_inflight_seqs=1)
+    assert main(["engine", "tune-alpha", str(path), "--speeds", "1", "0.25",
+                 "--policy", "fcfs"]) == 0
+    out = capsys.readouterr().out
+    assert "20 workflows, 20 calls, 2 replicas (speeds 1, 0.25), policy fcfs" in out
+    assert "round robin: 50.0%" in out
+    # the replicas learn that replica 1 is slow; the highest alphas wait for replica 0
+    assert " 0.00   50.0%" in out and " 1.00  100.0%  <- best" in out and "best alpha: 1" in out
+    (tmp_path / "bad.jsonl").write_text('{"format": "sluice-trace-v1"}\n{oops\n')
+    assert main(["engine", "tune-alpha", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl:2: not a JSON call record" in capsys.readouterr().err
