@@ -97,5 +97,9 @@ def test_ctrl_c_stops_ray_and_exits_130(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "sluice: interrupted; Ray stopped"
+    partial = tmp_path / ".out.sluice-partial"
+    assert err.strip().splitlines()[-1] == (
+        f"sluice: interrupted; Ray stopped; {tmp_path}/out is as it was; the input files finished so far are "
+        f"kept in {partial}: add --resume to continue")
+    assert partial.is_dir() and not (tmp_path / "out").exists()
     assert not any("Traceback" in line for line in err.splitlines())

@@ -1,0 +1,145 @@
+"""Interrupted runs: a run killed with SIGKILL leaves the earlier output as it was, and `--resume`
+finishes it with the output an uninterrupted run gives, from the input files the killed run had
+finished; Ctrl-C while Ray is starting stops the run with nothing of Ray left behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from sluice.operators.io import read_output
+from sluice.operators.recipe import load_recipe
+
+BIN = Path(sys.executable).parent
+
+HOLD_OPS = """
+import pathlib, time
+import pyarrow.compute as pc
+from sluice.operators import Mapper, param, register
+
+@register
+class hold_mapper(Mapper):
+    \"\"\"Waits on a block holding the word 'slow' for as long as the file `hold` exists.\"\"\"
+    text_key: str = param("text", doc="field to look at")
+
+    def process(self, table):
+        here = pathlib.Path(__file__).parent
+        if pc.any(pc.match_substring(table.column(self.text_key), "slow")).as_py():
+            (here / "started").touch()
+            while (here / "hold").exists():
+                time.sleep(0.1)
+        return table
+"""
+
+
+def sluice(*args, env=None):
+    return subprocess.run([str(BIN / "sluice"), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def tagged(tag):
+    """Processes started with SLUICE_TEST_TAG=tag in their environment (the run's Ray included)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("SLUICE_TEST_TAG") == tag:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def wait_until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return condition()
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_output(ray_session, tmp_path):
+    for k in range(4):
+        word = "slow" if k == 3 else "fast"
+        rows = [{"text": f"{word} file {k} row {i % 30} words", "i": i} for i in range(60)] + [{"text": "x"}]
+        (tmp_path / f"in-{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{bad\n")
+    (tmp_path / "hold_ops.py").write_text(HOLD_OPS)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(textwrap.dedent(f"""
+        name: resume_test
+        input: {tmp_path}/in-*.jsonl
+        output: {tmp_path}/out
+        modules: [hold_ops.py]
+        ray: {{num_cpus: 2}}
+        process:
+          - hold_mapper: {{}}
+          - text_length_filter:
+              min_len: {{{{ min_len | default(5) }}}}
+          - document_deduplicator: {{}}
+    """))
+    out, partial = tmp_path / "out", tmp_path / ".out.sluice-partial"
+    load_recipe(str(recipe)).run(quiet=True)  # the uninterrupted run, in this process
+    expected = read_output(str(out / "data")).to_pylist()
+    expected_summary = json.loads((out / "summary.json").read_text())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    (tmp_path / "hold").touch()
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet"], env={**os.environ, "SLUICE_TEST_TAG": tag},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: (tmp_path / "started").exists()
+                          and len(list(partial.glob("checkpoint/*.done.json"))) == 3, 120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        assert not (partial / "summary.json").exists()
+        leftovers = wait_until(lambda: not tagged(tag), 30)
+    finally:
+        for p in tagged(tag):  # this test's Ray, should the kill have left any of it
+            p.kill()
+    assert leftovers, "Ray processes outlived the killed run"
+
+    changed = sluice("run", str(recipe), "--quiet", "--resume", "--set", "min_len=6")
+    assert changed.returncode == 2 and changed.stderr.count("\n") == 1
+    assert "operator 2 was text_length_filter(" in changed.stderr and "min_len=6" in changed.stderr
+
+    (tmp_path / "hold").unlink()
+    resumed = sluice("run", str(recipe), "--quiet", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed: 3 of 4 input files from the interrupted run" in resumed.stdout
+    assert read_output(str(out / "data")).to_pylist() == expected
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("rows_read", "rows_kept", "dropped", "rejected", "accounted"):
+        assert summary[key] == expected_summary[key], key
+    assert summary["accounted"] and summary["rejected"] == {"read": 4}
+    rejects = sorted(line for f in (out / "rejects").glob("*.jsonl") for line in f.read_text().splitlines())
+    assert len(rejects) == 4 and not partial.exists()
+
+
+def test_ctrl_c_while_ray_starts_stops_cleanly(tmp_path):
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(10)))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ninput: {tmp_path}/in.jsonl\noutput: {tmp_path}/out\n"
+                      "process:\n  - whitespace_normalization_mapper: {}\n")
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet"], env={**os.environ, "SLUICE_TEST_TAG": tag},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        starting = wait_until(lambda: any(p.name() == "raylet" for p in tagged(tag)), 120)
+        proc.send_signal(signal.SIGINT)  # Ray's first process is up, the rest are starting
+        _, err = proc.communicate(timeout=120)
+        gone = wait_until(lambda: not tagged(tag), 30)
+    finally:
+        for p in tagged(tag):
+            p.kill()
+    assert starting, "Ray never started"
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("sluice: interrupted; Ray stopped")
+    assert "Traceback" not in err
+    assert gone, "Ray processes outlived the interrupted run"
+    assert not (tmp_path / "out").exists()
