@@ -69,9 +69,9 @@ class RunFolder:
     def commit(self) -> None:
         """Move the finished partial folder into place (its summary is already written)."""
         rejects = self.partial / "rejects"
-        for path in sorted((self.checkpoint / "rejects").glob("*/*.jsonl")):
+        for path in sorted(self.checkpoint.glob("*.rejects.jsonl")):
             rejects.mkdir(exist_ok=True)
-            path.rename(rejects / path.name)
+            path.rename(rejects / path.name.replace(".rejects", ""))
         shutil.rmtree(self.checkpoint, ignore_errors=True)
         if self.target.exists():
             self.target.rename(self.old)

@@ -130,22 +130,20 @@ def _stem(name: str) -> str:
 
 # ---- rejects ----
 
-class RejectWriter:
-    """Writes rejected rows as JSON lines to `directory`/`name`.jsonl. A name is one block's or
-    file's, and the first write truncates: a task that Ray retries replaces its earlier rejects."""
-
-    def __init__(self, directory: str | None, name: str):
-        self.path = None if directory is None else os.path.join(directory, f"{name}.jsonl")
-        self.mode = "w"
+class Rejects(list):
+    """Reject records collected as data: they travel with a task's result to whoever writes the
+    run's output (an input file's checkpoint, or the driver through the ledger), so no worker
+    writes to a path that only means something on the driver's machine."""
 
     def write(self, records: list[dict]) -> None:
-        if not records or self.path is None:
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, self.mode, encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        self.mode = "a"
+        self.extend(records)
+
+
+def write_rejects(path: str, records: list[dict]) -> None:
+    """Reject records as JSON lines."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
 
 
 def public_columns(table: pa.Table) -> pa.Table:
@@ -344,7 +342,7 @@ def _deeper_than(value, levels: int) -> bool:
 class FileReader:
     """Reads one input file into tables of valid rows; rejects the rest with reasons."""
 
-    def __init__(self, path: str, ordinal: int, source: str, text_key: str, rejects: RejectWriter):
+    def __init__(self, path: str, ordinal: int, source: str, text_key: str, rejects: Rejects):
         self.path, self.ordinal, self.source, self.text_key = path, ordinal, source, text_key
         self.rejects = rejects
         self.rows_read = 0

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -36,8 +35,8 @@ import pyarrow.parquet as pq
 from .base import ID_COLUMN, STATS_PREFIX, Deduplicator, Filter, Operator, Selector
 from .commit import SUMMARY, RunFolder, input_identity, prepare
 from .context import RunContext
-from .io import (FileReader, RejectWriter, Source, json_text, read_once, reject_records, split_rejects,
-                 write_dataset)
+from .io import (FileReader, Rejects, Source, json_text, read_once, reject_records, split_rejects,
+                 write_dataset, write_rejects)
 
 SAMPLES_PER_BATCH = 2000
 SAMPLES_PER_STAT = 50_000
@@ -85,6 +84,7 @@ class Ledger:
         self.rng = np.random.default_rng(seed)
         self.unfinished = defaultdict(int)  # block -> tries that began and did not finish
         self.schemas = defaultdict(dict)  # stage -> the distinct schemas of its output blocks
+        self.rejects = {}  # block -> its rejected rows' records (from stages after a whole-dataset one)
 
     def begin(self, key) -> int:
         """Start a try on block `key`; returns how many earlier tries died before `finish`."""
@@ -99,9 +99,13 @@ class Ledger:
         for key, records, samples, schema in entries:
             self.finish(key, records, samples, schema)
 
-    def finish(self, key, records, samples=(), schema=None) -> None:
+    def finish(self, key, records, samples=(), schema=None, rejects=()) -> None:
         self.unfinished.pop(key, None)
         self.blocks[key] = records
+        if rejects:
+            self.rejects[key] = list(rejects)
+        else:
+            self.rejects.pop(key, None)
         if schema is not None:
             self.schemas[key[0]][schema.to_string(show_schema_metadata=False)] = schema
         for stat, phase, values in samples:
@@ -115,6 +119,13 @@ class Ledger:
             if len(total) > SAMPLES_PER_STAT:
                 total = self.rng.choice(total, SAMPLES_PER_STAT, replace=False)
             self.numeric[(stat, phase)] = [total]
+
+    def rejected(self) -> dict[str, list[dict]]:
+        """The reject records by stage, in input order."""
+        by_stage = defaultdict(list)
+        for key in sorted(self.rejects, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+            by_stage[key[0]] += self.rejects[key]
+        return dict(by_stage)
 
     def output_schemas(self, stage: str) -> list:
         return list(self.schemas[stage].values())
@@ -151,11 +162,10 @@ def stat_samples(table: pa.Table, names: Iterable[str], phase: str, rng) -> list
 class FusedStage:
     """One map_batches stage: row-local operators applied in order to each batch."""
 
-    def __init__(self, steps: list[tuple[str, Operator]], ledger, rejects_dir: str | None,
-                 file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
+    def __init__(self, steps: list[tuple[str, Operator]], ledger, file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
                  keep_stats: bool = False, analyze: bool = False, index: int = 0,
                  stat_names: Iterable[str] = ()):
-        self.steps, self.ledger, self.rejects_dir = steps, ledger, rejects_dir
+        self.steps, self.ledger = steps, ledger
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
         # The stats this run's filters compute; other `stats.` fields are input data, kept as is.
@@ -175,18 +185,19 @@ class FusedStage:
     def __call__(self, table: pa.Table) -> pa.Table:
         import ray
 
-        key, table, records, samples = self.run(table, self.rejects_dir)
-        ray.get(self.ledger.finish.remote(key, records, samples, table.schema))
+        rejects = Rejects()
+        key, table, records, samples = self.run(table, rejects)
+        ray.get(self.ledger.finish.remote(key, records, samples, table.schema, rejects))
         return table
 
-    def run(self, table: pa.Table, rejects_dir: str | None) -> tuple[tuple, pa.Table, list, list]:
-        """(ledger key, the rows that go on, their ledger records, stat samples) for one block."""
+    def run(self, table: pa.Table, rejects: Rejects) -> tuple[tuple, pa.Table, list, list]:
+        """(ledger key, the rows that go on, their ledger records, stat samples) for one block;
+        its rejected rows are added to `rejects`."""
         import ray
 
         rng = np.random.default_rng(table.num_rows)
         records, samples = [], []
         key = (self.key, table.column(ID_COLUMN)[0].as_py() if table.num_rows else None)
-        rejects = RejectWriter(rejects_dir, f"stage{self.index}-{key[1]}")
         if self.upstream is not None:
             table, rejected = split_rejects(table)
             if rejected is not None:
@@ -210,7 +221,7 @@ class FusedStage:
             table = table.drop_columns(drop + ([] if self.keep_stats else [STATS_PREFIX + n for n in stats]))
         return key, table, records, samples
 
-    def _run_steps(self, table: pa.Table, rejects: RejectWriter, rng, records: list, samples: list) -> pa.Table:
+    def _run_steps(self, table: pa.Table, rejects: Rejects, rng, records: list, samples: list) -> pa.Table:
         for label, op in self.steps:
             start, rows_in = time.perf_counter(), table.num_rows
             try:
@@ -255,27 +266,36 @@ def checkpoint_file(folder: RunFolder, ordinal: int, path: str, source: str, *, 
     files that have one as they are."""
     import ray
 
-    rejects_dir = folder.checkpoint / "rejects" / f"{ordinal:05d}"
-    shutil.rmtree(rejects_dir, ignore_errors=True)  # an earlier try's
-    reader = FileReader(path, ordinal, source, text_key, RejectWriter(str(rejects_dir), f"read-{ordinal}"))
+    for earlier in folder.checkpoint.glob(f"{ordinal:05d}-*"):  # an earlier try's
+        earlier.unlink()
+    rejects = Rejects()
+    reader = FileReader(path, ordinal, source, text_key, rejects)
     start, stage_seconds = time.perf_counter(), 0.0
     chunks, samples = [], []
     for i, table in enumerate(reader.tables()):
         began = time.perf_counter()
-        key, table, records, chunk_samples = stage.run(table, str(rejects_dir))
+        key, table, records, chunk_samples = stage.run(table, rejects)
         name = f"{ordinal:05d}-{i:05d}.parquet" if table.num_rows else None
         if name:
             _write_new(folder.checkpoint / name, lambda p, t=table: pq.write_table(t, p))
+        _flush_rejects(folder, f"{ordinal:05d}-{i:05d}", rejects)
         ray.get(stage.ledger.end.remote(key))
         chunks.append({"key": list(key), "records": records, "file": name,
                        "schema": base64.b64encode(table.schema.serialize()).decode()})
         samples += chunk_samples
         stage_seconds += time.perf_counter() - began
+    _flush_rejects(folder, f"{ordinal:05d}-end", rejects)  # the unreadable rest of a file
     good = reader.rows_read - reader.rows_rejected
     read = [READ, reader.rows_read, good, reader.rows_rejected, time.perf_counter() - start - stage_seconds]
     marker = {"ordinal": ordinal, "path": path, "read": read, "chunks": chunks,
               "samples": _samples_json(samples, np.random.default_rng(ordinal))}
     _write_new(folder.done_path(ordinal), lambda p: Path(p).write_text(json.dumps(marker)))
+
+
+def _flush_rejects(folder: RunFolder, name: str, rejects: Rejects) -> None:
+    if rejects:
+        _write_new(folder.checkpoint / f"{name}.rejects.jsonl", lambda p: write_rejects(p, rejects))
+        rejects.clear()
 
 
 def _write_new(path: Path, write) -> None:
@@ -480,7 +500,6 @@ class Pipeline:
         identity = self.identity(list(file_paths.values()), output_format=output_format, analyze=analyze,
                                  keep_stats=keep_stats, seed=seed)
         folder = prepare(output, sources, list(file_paths.values()), identity, overwrite=overwrite, resume=resume)
-        rejects_dir = str(folder.partial / "rejects")
         ensure_ray(ray_address, num_cpus, quiet)
         self.ship_user_code()
         configure_ray_data(quiet)
@@ -494,7 +513,7 @@ class Pipeline:
         def fused(i: int, steps: list, upstream: str | None) -> FusedStage:
             if analyze:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
-            return FusedStage(steps, ledger, rejects_dir, file_paths, upstream=upstream, sink=i == len(stages) - 1,
+            return FusedStage(steps, ledger, file_paths, upstream=upstream, sink=i == len(stages) - 1,
                               keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names)
 
         stage = fused(0, stages[0][1], None)
@@ -538,6 +557,9 @@ class Pipeline:
         if output_format == "parquet":
             _unify_output(data_dir, _conflicting_columns(ray.get(ledger.output_schemas.remote(stage.key))))
         snapshot = ray.get(ledger.snapshot.remote())
+        for stage_key, rejected in ray.get(ledger.rejected.remote()).items():
+            (folder.partial / "rejects").mkdir(exist_ok=True)
+            write_rejects(str(folder.partial / "rejects" / f"stage{stage_key.split(':')[0]}.jsonl"), rejected)
         ray.kill(ledger)
         summary = build_summary(self, snapshot, driver_counts, ctx,
                                 wall_seconds=time.perf_counter() - started, analyze=analyze,
