@@ -40,7 +40,7 @@ SLUICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "text_key": ((str,), "field holding the text (default: text)"),
     "keep_stats": ((bool,), "keep stats.* columns in the output"),
     "seed": ((int,), "seed for sampling and mixing"),
-    "ray": ((dict,), "{address, num_cpus}"),
+    "ray": ((dict,), "{address, num_cpus, shared_fs}"),
     "modules": ((list,), "user operator modules: .py paths or dotted names"),
     "process": ((list,), "operators in order: - op_name: {params}"),
 }
@@ -93,14 +93,16 @@ class Recipe:
     path: str = ""
     modules: list[str] = field(default_factory=list)   # user code this recipe loaded and ran
     resume: bool = False   # continue an interrupted run (Data-Juicer's use_checkpoint)
+    shared_fs: bool = False  # every node of the Ray cluster mounts the inputs and output at the same paths
 
     def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None,
-            overwrite: bool = False, resume: bool = False) -> RunResult:
+            overwrite: bool = False, resume: bool = False, shared_fs: bool = False) -> RunResult:
         check_ray_reachable(ray_address or self.ray_address)
         return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
                                  analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
                                  ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
-                                 quiet=quiet, overwrite=overwrite, resume=resume or self.resume)
+                                 quiet=quiet, overwrite=overwrite, resume=resume or self.resume,
+                                 shared_fs=shared_fs or self.shared_fs)
 
 
 @dataclass
@@ -384,8 +386,8 @@ def _compile(doc: _Doc, path: Path) -> Recipe:
     output, fmt = doc.attempt(_output, doc, d.get("output"), default=(None, None))
     ray_opts = d.get("ray") or {}
     for key in ray_opts:
-        if key not in ("address", "num_cpus"):
-            doc.note(("ray", key), f"unknown ray option '{key}'; use address or num_cpus", at_key=True)
+        if key not in ("address", "num_cpus", "shared_fs"):
+            doc.note(("ray", key), f"unknown ray option '{key}'; use address, num_cpus or shared_fs", at_key=True)
     doc.attempt(_check_num_cpus, doc, ("ray", "num_cpus"), ray_opts.get("num_cpus"))
     doc.attempt(_load_modules, doc, path)
     ops = _operators(doc, d.get("process") or [], d.get("text_key", "text"))
@@ -396,7 +398,7 @@ def _compile(doc: _Doc, path: Path) -> Recipe:
                   sources=sources, output=output, output_format=fmt,
                   keep_stats=bool(d.get("keep_stats", False)), seed=d.get("seed", 42),
                   ray_address=ray_opts.get("address"), num_cpus=ray_opts.get("num_cpus"), path=str(path),
-                  modules=[str(m) for m in d.get("modules") or []])
+                  modules=[str(m) for m in d.get("modules") or []], shared_fs=ray_opts.get("shared_fs") is True)
 
 
 def _check_num_cpus(doc: _Doc, where: tuple, value) -> None:
@@ -503,7 +505,7 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
     d = doc.data = {k: as_number(v) if k in DJ_NUMBERS else v for k, v in doc.data.items()}
     for key in d:
         if key not in DJ_KEYS and key not in DJ_IGNORED:
-            hint = closest_name(str(key), DJ_KEYS)
+            hint = closest_name(str(key), DJ_KEYS | DJ_IGNORED)
             doc.note((key,), f"unknown Data-Juicer key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""),
                      at_key=True)
     if "dataset_path" not in d or "export_path" not in d:
