@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .base import ID_COLUMN, STATS_PREFIX, Deduplicator, Filter, Operator, Selector
-from .commit import SUMMARY, RunFolder, input_identity, prepare
+from .commit import SUMMARY, OutputError, RunFolder, input_identity, prepare
 from .context import RunContext
 from .io import (FileReader, Rejects, Source, json_text, read_once, reject_records, split_rejects,
                  write_dataset, write_rejects)
@@ -164,12 +164,13 @@ class FusedStage:
 
     def __init__(self, steps: list[tuple[str, Operator]], ledger, file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
                  keep_stats: bool = False, analyze: bool = False, index: int = 0,
-                 stat_names: Iterable[str] = ()):
+                 stat_names: Iterable[str] = (), skip_op_error: bool = True):
         self.steps, self.ledger = steps, ledger
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
         # The stats this run's filters compute; other `stats.` fields are input data, kept as is.
         self.stat_names = frozenset(stat_names)
+        self.skip_op_error = skip_op_error
         labels = [label for label, _ in steps] or ["write" if sink else "split_rejects"]
         self.name = labels[0] if len(labels) < 3 else f"{labels[0]}+{len(labels) - 2}+{labels[-1]}"
         self.index, self.key = index, f"{index}:{self.name}"  # the key names the stage in the ledger
@@ -226,9 +227,8 @@ class FusedStage:
             start, rows_in = time.perf_counter(), table.num_rows
             try:
                 table = self._apply(op, table, rng, samples)
-            except Exception as e:  # an operator failing on a slice rejects that slice, not the run
-                message = (str(e).strip().splitlines() or [""])[0]
-                table = _reject_all(table, f"{label} failed on this row's slice: {type(e).__name__}: {message}")
+            except Exception:  # an operator failing on a slice rejects the rows it fails on, not the run
+                table = self._apply_row_by_row(label, op, table, rng, samples)
             table, rejected = split_rejects(table)
             n_rejected = 0 if rejected is None else rejected.num_rows
             if rejected is not None:
@@ -239,6 +239,22 @@ class FusedStage:
             else:  # the prepare step of a whole-dataset operator: its rows are counted by the driver
                 records.append((label, 0, 0, n_rejected, seconds))
         return table
+
+    def _apply_row_by_row(self, label: str, op: Operator, table: pa.Table, rng, samples: list) -> pa.Table:
+        """`op` on each row alone: a row it fails on is rejected with the error, or, without
+        skip_op_error, stops the run with it."""
+        pieces = []
+        for i in range(table.num_rows):
+            row = table.slice(i, 1)
+            try:
+                pieces.append(self._apply(op, row, rng, samples))
+            except Exception as e:
+                message = f"{label} failed on this row: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+                if not self.skip_op_error:
+                    raise OperatorFailed(f"{message} ({_where(row, self.file_paths)}); with skip_op_error: "
+                                         "true such rows go to the rejects") from None
+                pieces.append(_reject_all(row, message))
+        return pa.concat_tables(pieces, promote_options="permissive") if pieces else table
 
     def _apply(self, op: Operator, table: pa.Table, rng, samples: list) -> pa.Table:
         if not op.row_local:
@@ -252,6 +268,15 @@ class FusedStage:
             if not pc.all(keep).as_py():  # a filter that keeps every row leaves the batch as is
                 table = table.filter(keep)
         return table
+
+
+class OperatorFailed(ValueError):
+    """An operator failed on a row of a run that does not skip operator errors."""
+
+
+def _where(row: pa.Table, file_paths: dict[int, str]) -> str:
+    row_id = row.column(ID_COLUMN)[0].as_py()
+    return f"{file_paths.get(row_id >> 32)}, line {(row_id & 0xFFFFFFFF) + 1}"
 
 
 def _reject_all(table: pa.Table, reason: str) -> pa.Table:
@@ -410,6 +435,18 @@ def _sigint_held():
         signal.signal(signal.SIGINT, previous)
 
 
+def check_shared(output: Path, shared_fs: bool) -> None:
+    """Workers read the inputs and write the checkpoints and output by path: on a cluster whose
+    nodes do not mount one filesystem, rows would land on whichever machine ran a task."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes > 1 and not shared_fs:
+        raise OutputError(f"the Ray cluster has {nodes} nodes and '{output}' is a local path, which each node "
+                          "resolves on its own disk; put the inputs and output in a folder every node mounts at "
+                          "the same path and pass --shared-fs (recipe: ray: {shared_fs: true})")
+
+
 def configure_ray_data(quiet: bool) -> None:
     from ray.data import DataContext
 
@@ -445,6 +482,7 @@ class Pipeline:
     ops: list[Operator] = field(default_factory=list)
     text_key: str = "text"
     notes: list[str] = field(default_factory=list)  # for the run summary (keys a recipe ignored)
+    skip_op_error: bool = True  # a row an operator fails on is rejected; False: the run stops
 
     def __post_init__(self):
         for op in self.ops:
@@ -484,11 +522,12 @@ class Pipeline:
     def run(self, source, output: str | os.PathLike, *, output_format: str = "parquet",
             analyze: bool = False, keep_stats: bool = False, ray_address: str | None = None,
             num_cpus: int | None = None, seed: int = 42, quiet: bool = False,
-            overwrite: bool = False, resume: bool = False) -> RunResult:
+            overwrite: bool = False, resume: bool = False, shared_fs: bool = False) -> RunResult:
         """Run on `source` into the folder `output`: a new or empty folder, or an earlier sluice
         output, which is replaced only once this run has finished (`overwrite` lets it replace
         any folder). With `resume`, an interrupted run of the same operators, settings and input
-        files continues from the input files it finished."""
+        files continues from the input files it finished. On a Ray cluster of several nodes,
+        `shared_fs` says that every node mounts the inputs and the output at the same paths."""
         import ray
 
         from .report import build_summary, write_report
@@ -501,6 +540,7 @@ class Pipeline:
                                  keep_stats=keep_stats, seed=seed)
         folder = prepare(output, sources, list(file_paths.values()), identity, overwrite=overwrite, resume=resume)
         ensure_ray(ray_address, num_cpus, quiet)
+        check_shared(folder.target, shared_fs)
         self.ship_user_code()
         configure_ray_data(quiet)
         ctx = RunContext(output_dir=folder.target, seed=seed, analyze=analyze,
@@ -514,7 +554,8 @@ class Pipeline:
             if analyze:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
             return FusedStage(steps, ledger, file_paths, upstream=upstream, sink=i == len(stages) - 1,
-                              keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names)
+                              keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names,
+                              skip_op_error=self.skip_op_error)
 
         stage = fused(0, stages[0][1], None)
         resumed = folder.finished_files()

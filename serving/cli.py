@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, _variables(args.set))
     try:
         result = recipe.run(analyze=args.analyze, quiet=args.quiet, ray_address=args.ray_address,
-                            overwrite=args.overwrite, resume=args.resume)
+                            overwrite=args.overwrite, resume=args.resume, shared_fs=args.shared_fs)
     except KeyboardInterrupt:
         partial = partial_folder(recipe.output)
         raise KeyboardInterrupt(f"{recipe.output} is as it was; the input files finished so far are kept in "
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of the same recipe and inputs from the input files it finished")
+    run.add_argument("--shared-fs", action="store_true",
+                     help="on a cluster of several nodes: every node mounts the inputs and output at the same paths")
     run.add_argument("--overwrite", action="store_true",
                      help="let the run replace an output folder that holds files sluice did not write")
     run.set_defaults(func=cmd_run)

@@ -83,7 +83,8 @@ def free_port():
 
 def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(recipe, tmp_path, monkeypatch):
     """`ray start --head` plus a second node on this machine; `--block` keeps each node's
-    processes under one parent we stop, so no other Ray on the machine is touched."""
+    processes under one parent we stop, so no other Ray on the machine is touched. A local
+    output path is refused there until the run says the nodes share a filesystem."""
     ray_bin = str(BIN / "ray")
     from ray.util import get_node_ip_address
 
@@ -110,7 +111,13 @@ def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(rec
         """)
         assert subprocess.run([sys.executable, "-c", count], capture_output=True, text=True,
                               timeout=120).stdout.strip() == "2"
-        sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address, "--quiet")
+        unshared = sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address,
+                          "--quiet", check=False)
+        assert unshared.returncode == 2 and unshared.stderr.count("\n") == 1
+        assert "the Ray cluster has 2 nodes" in unshared.stderr and "--shared-fs" in unshared.stderr
+        # Both nodes run on this machine, so they do share its filesystem.
+        sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address, "--quiet",
+               "--shared-fs")
         sluice("run", str(recipe), "--set", f"output={tmp_path / 'local'}", "--quiet")
         cluster = read_output(str(tmp_path / "cluster" / "data")).to_pylist()
         local = read_output(str(tmp_path / "local" / "data")).to_pylist()
