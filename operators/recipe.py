@@ -505,7 +505,7 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
     d = doc.data = {k: as_number(v) if k in DJ_NUMBERS else v for k, v in doc.data.items()}
     for key in d:
         if key not in DJ_KEYS and key not in DJ_IGNORED:
-            hint = closest_name(str(key), DJ_KEYS)
+            hint = closest_name(str(key), DJ_KEYS | DJ_IGNORED)
             doc.note((key,), f"unknown Data-Juicer key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""),
                      at_key=True)
     if "dataset_path" not in d or "export_path" not in d:
