@@ -86,8 +86,22 @@ def partial_folder(target: str | os.PathLike) -> Path:
     return target.parent / f".{target.name}{PARTIAL_SUFFIX}"
 
 
+# What an output held before sluice wrote MARKER into it.
+EARLIER_LAYOUT = {"data", "rejects", SUMMARY, "report.html"}
+
+
 def is_sluice_output(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    """Whether sluice wrote `folder`: it holds MARKER, or exactly the layout of an output from
+    before the marker existed, with a summary."""
+    if (folder / MARKER).is_file():
+        return True
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if SUMMARY not in names or not names <= EARLIER_LAYOUT:
+        return False
+    try:
+        return "rows_read" in json.loads((folder / SUMMARY).read_text())
+    except (ValueError, OSError):
+        return False
 
 
 def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict, *,

@@ -106,3 +106,16 @@ def test_resume_continues_the_same_run_and_refuses_a_changed_one(ray_session, tm
     (inputs / "part-1.jsonl").write_text((inputs / "part-1.jsonl").read_text() + '{"text": "one more row"}\n')
     with pytest.raises(OutputError, match="part-1.jsonl' changed"):
         failing.run([Source(str(inputs), "web", 1.0)], output=tmp_path / "out", quiet=True, resume=True)
+
+
+def test_an_output_written_before_the_marker_existed_counts_as_sluices(ray_session, tmp_path):
+    inputs = write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"rows_read": 3}))
+    (out / "report.html").write_text("<html></html>")
+    assert PIPELINE.run(str(inputs), output=out, quiet=True).table().num_rows == 150
+    (out / "notes.txt").write_text("mine")  # a user file beside it, and no marker: not recognizably sluice's
+    (out / MARKER).unlink()
+    with pytest.raises(OutputError, match="holds files sluice did not write"):
+        PIPELINE.run(str(inputs), output=out, quiet=True)
