@@ -1,11 +1,15 @@
 """The operator graph and its Ray Data plan.
 
 A Pipeline is a list of operators. Consecutive row-local operators (mappers, filters, and the
-row-local `prepare` of the next whole-dataset operator) fuse into one `map_batches` stage that
-runs them one after another on each block, slice by slice. Whole-dataset operators (dedup,
-selection, mixing, LLM operators) get the materialized Dataset. A final fused stage drops
-internal columns before the writer. A small Ray actor, the ledger, collects per-operator row
-counts, seconds and stat samples from every task, so the run summary accounts for every row read.
+row-local `prepare` of the next whole-dataset operator) fuse into one stage that runs them one
+after another on each block, slice by slice. The first fused stage runs in one Ray task per input
+file that reads the file and commits its rows to the run's checkpoint (see `commit`), so an
+interrupted run resumes from the files it finished; later ones are `map_batches` stages over the
+checkpoint. Whole-dataset operators (dedup, selection, mixing, LLM operators) get the
+materialized Dataset. A final fused stage drops internal columns before the writer. A small Ray
+actor, the ledger, collects per-operator row counts, seconds, stat samples and the rejects of
+later stages from every task, so the run summary accounts for every row read and the driver
+writes those rejects.
 
 An operator that raises on a slice rejects that slice's rows with the error; a block on which a
 worker died CRASHES times is rejected on the next try; columns whose types differ between
@@ -53,10 +57,11 @@ CRASHED = "worker_crash"
 class RunResult:
     summary: dict
     output_dir: Path
+    data_files: list[Path] = field(default_factory=list)  # a Data-Juicer export_path's file(s)
 
     @property
     def data_path(self) -> Path:
-        return self.output_dir / "data"
+        return self.data_files[0] if len(self.data_files) == 1 else self.output_dir / "data"
 
     @property
     def rejects_path(self) -> Path:
@@ -67,9 +72,10 @@ class RunResult:
         return self.output_dir / "report.html"
 
     def table(self) -> pa.Table:
+        from .export import read_result
         from .io import read_output
 
-        return read_output(str(self.data_path))
+        return read_result(self.data_files) if self.data_files else read_output(str(self.data_path))
 
 
 class Ledger:
