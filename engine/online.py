@@ -130,6 +130,11 @@ class OnlineEngine:
         self._ids = itertools.count()
 
     @property
+    def call_slots(self) -> int | None:
+        """Calls the engine runs at once (None: no admission bound)."""
+        return self.schedule.max_inflight_seqs
+
+    @property
     def estimator(self) -> StageTimeEstimator:
         return self._estimator
 

@@ -17,18 +17,25 @@ A replica whose engine died gets no more calls; its calls fail with its error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import threading
 import time
-from typing import Sequence
+from collections import deque
+from typing import AsyncIterator, Sequence
 
 from .config import EngineConfig
 from .dispatch import Balanced, Dispatcher, RoundRobin
 from .estimator import StageTimeEstimator
-from .online import CallTrace, EngineDead, Health, OnlineEngine, Schedule
+from .online import TRACE_WINDOW, CallTrace, EngineDead, Health, OnlineEngine, Schedule
 from .prefix_cache import PrefixIndex, block_hashes
 from .types import CallError, Completion, Prompt, SamplingParams, prompt_error
 from .vllm_backend import encode
 from .workflow import CallDeadline, Workflow
+
+
+HEALTH_PERIOD_S = 1.0
 
 
 class EngineReplica:
@@ -49,6 +56,16 @@ class EngineReplica:
         # recorded as the call returned, with no await in between: this call's trace
         return completion, self.engine.traces[-1]
 
+    async def stream(self, prompt: Prompt, params: SamplingParams, deadline: CallDeadline | None):
+        """The call's chunks, then its CallTrace."""
+        if deadline is not None:
+            deadline = deadline.absolute(time.monotonic())
+        async with contextlib.aclosing(self.engine.stream(prompt, params,
+                                                          deadline=deadline)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        yield self.engine.traces[-1]
+
     async def generate_offline(self, prompts, params) -> list[Completion]:
         return await self.engine.generate_offline(prompts, params)
 
@@ -63,9 +80,6 @@ class EngineReplica:
 
     async def health(self) -> Health:
         return self.engine.health()
-
-    async def traces(self) -> list[CallTrace]:
-        return list(self.engine.traces)
 
     async def close(self) -> None:
         await self.engine.close()
@@ -98,6 +112,7 @@ class ReplicaSet:
         self.replicas, self.rule = replicas, dispatch or Balanced(0.5)
         self.num_cpus, self.num_gpus, self.ray_address = num_cpus, num_gpus, ray_address
         self.estimator = StageTimeEstimator()   # splits deadlines; learns every replica's calls
+        self.traces: deque[CallTrace] = deque(maxlen=TRACE_WINDOW)   # online calls, as returned
         self._actors: list = []
         self._errors: list[str | None] = []
         self._started_ray = False
@@ -114,8 +129,13 @@ class ReplicaSet:
 
         self.config.check()
         if not ray.is_initialized():
+            # ray.init replaces the SIGTERM handler with one that exits at once; a server that
+            # drains on SIGTERM keeps its own (close() stops Ray)
+            sigterm = signal.getsignal(signal.SIGTERM)
             ray.init(address=self.ray_address or "local", include_dashboard=False,
                      logging_level="WARNING", log_to_driver=False)   # vLLM's INFO lines
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
             self._started_ray = True
         local = not self.ray_address and self.num_gpus == 0
         shares = cpu_shares(self.replicas, os.sched_getaffinity(0)) if local else []
@@ -135,12 +155,25 @@ class ReplicaSet:
         self.dispatcher = Dispatcher(self.rule, [self.estimator] * self.replicas,
                                      [PrefixIndex(self.config.block_size, b) for b in blocks],
                                      self.schedule.max_inflight_seqs)
+        self._watch = asyncio.create_task(self._watch_health())
+
+    async def _watch_health(self) -> None:
+        """Ask every replica how it is, every HEALTH_PERIOD_S: a replica whose engine or actor
+        died is taken out of dispatch before a call finds out."""
+        while True:
+            await asyncio.sleep(HEALTH_PERIOD_S)
+            for e, health in enumerate(await self.replica_health()):
+                if not health.ok:
+                    self._mark_dead(e, EngineDead(health.error or "engine: stopped"))
 
     async def close(self) -> None:
         """Close every replica's engine (its processes end), then end the actors."""
         import ray
 
         actors, self._actors = self._actors, []
+        if getattr(self, "_watch", None) is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         await asyncio.gather(*[a.close.remote() for a in actors], return_exceptions=True)
         for a in actors:
             ray.kill(a)
@@ -153,6 +186,16 @@ class ReplicaSet:
     async def call(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
                    workflow: Workflow | None = None, stage: str | None = None) -> Completion:
         """Run one call on the replica the dispatcher picks; errors as OnlineEngine.call's."""
+        async with contextlib.aclosing(self.stream(prompt, params, workflow=workflow, stage=stage,
+                                                   whole=True)) as chunks:
+            async for completion in chunks:
+                return completion
+
+    async def stream(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
+                     workflow: Workflow | None = None, stage: str | None = None,
+                     whole: bool = False) -> AsyncIterator[Completion]:
+        """As OnlineEngine.stream (`whole`: one completion at the end instead). A replica found
+        dead before the call's first chunk: the call goes to another live replica."""
         if not self._actors:
             raise EngineDead("replicas: not started; use `async with ReplicaSet(config)`")
         ids = encode(self.tokenizer, [prompt])[0]
@@ -168,27 +211,62 @@ class ReplicaSet:
             kind, deadline = deadline.kind, deadline.relative(now)
         max_tokens = min(params.max_tokens, self.config.max_model_len - len(ids))
         hashes = block_hashes(ids, self.config.block_size)
-        while True:                         # a replica found dead: the call goes to another
+        while True:
             e, estimate = self._assign(kind, len(ids), max_tokens, hashes)
-            ref = self._actors[e].call.remote(prompt, params, deadline)
+            started = False
             try:
-                completion, trace = await ref
-                break
-            except asyncio.CancelledError:
-                import ray
-
-                ray.cancel(ref)                 # the replica aborts it in vLLM, freeing its KV
-                raise
+                if whole:
+                    completion, trace = await self._cancellable(
+                        self._actors[e].call.remote(prompt, params, deadline))
+                    self._observe(trace)
+                    yield completion
+                    return
+                chunks = self._actors[e].stream.options(num_returns="streaming").remote(
+                    prompt, params, deadline)
+                async with contextlib.aclosing(self._chunks(chunks)) as items:
+                    async for item in items:
+                        if isinstance(item, CallTrace):
+                            self._observe(item)
+                        else:
+                            started = True
+                            yield item
+                return
             except Exception as error:
                 cause = getattr(error, "cause", None) or error
                 if isinstance(cause, CallError):
                     raise cause from None
-                self._mark_dead(e, cause)
+                message = self._mark_dead(e, cause)
+                if started:
+                    raise EngineDead(message) from None
             finally:
                 self.dispatcher.finished(e, estimate)
+
+    def _observe(self, trace: CallTrace) -> None:
+        self.traces.append(trace)
         self.estimator.observe(trace.kind, trace.prompt_tokens, trace.output_tokens, trace.run_s,
                                trace.cached_tokens, trace.load)
-        return completion
+
+    @staticmethod
+    async def _cancellable(ref):
+        """Await a replica's answer; a caller who cancels has the replica abort the call."""
+        import ray
+
+        try:
+            return await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)                     # the replica aborts it in vLLM, freeing its KV
+            raise
+
+    @staticmethod
+    async def _chunks(generator):
+        import ray
+
+        try:
+            async for ref in generator:
+                yield await ref
+        except (asyncio.CancelledError, GeneratorExit):
+            ray.cancel(generator)
+            raise
 
     def _assign(self, kind: str, prompt_tokens: int, max_tokens: int, hashes) -> tuple[int, float]:
         if not any(self.dispatcher.alive):
@@ -227,8 +305,22 @@ class ReplicaSet:
 
     # --- state ------------------------------------------------------------------------------
 
-    async def health(self) -> list[Health]:
-        """Each replica's health; a replica whose actor is gone reports its error."""
+    @property
+    def call_slots(self) -> int | None:
+        """Calls the live replicas run at once (None: unbounded)."""
+        per = self.schedule.max_inflight_seqs
+        return per and per * sum(self.dispatcher.alive)
+
+    def health(self) -> Health:
+        """The set's health as one engine's: ok while a replica is alive; calls sent and not
+        finished count as running up to the slots, the rest as waiting."""
+        sent, slots = sum(self.dispatcher.calls), self.call_slots
+        running = sent if slots is None else min(sent, slots)
+        error = "; ".join(e for e in self._errors if e) or None
+        return Health(any(self.dispatcher.alive), error, sent - running, running)
+
+    async def replica_health(self) -> list[Health]:
+        """Each replica's own health; a replica whose actor is gone reports its error."""
         async def one(e: int) -> Health:
             try:
                 return await self._actors[e].health.remote()
@@ -236,11 +328,6 @@ class ReplicaSet:
                 return Health(False, self._mark_dead(e, getattr(error, "cause", None) or error),
                               0, 0)
         return list(await asyncio.gather(*[one(e) for e in range(len(self._actors))]))
-
-    async def traces(self) -> list[CallTrace]:
-        """Every replica's finished calls, in the order they were handed to vLLM."""
-        parts = await asyncio.gather(*[a.traces.remote() for a in self._actors])
-        return sorted((t for part in parts for t in part), key=lambda t: t.admitted_at)
 
     async def set_schedule(self, schedule: Schedule) -> None:
         self.schedule = schedule
@@ -255,6 +342,7 @@ class ReplicaSet:
 
         self.estimator = copy.deepcopy(estimator) if estimator else StageTimeEstimator()
         await asyncio.gather(*[a.reset.remote(copy.deepcopy(estimator)) for a in self._actors])
+        self.traces.clear()
         old = self.dispatcher
         self.rule = dispatch or self.rule
         self.dispatcher = Dispatcher(self.rule, [self.estimator] * len(self._actors),

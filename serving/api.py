@@ -1,4 +1,5 @@
-"""The HTTP API of `sluice serve`: one OnlineEngine, the SQL agents over named databases.
+"""The HTTP API of `sluice serve`: one OnlineEngine (or engine replicas as Ray actors behind the
+workload-balanced dispatcher, engine/replicas.py), the SQL agents over named databases.
 
     app = create_app(load_serve_config("serve.yaml"))     # run with uvicorn (serving/serve_cli.py)
 
@@ -27,8 +28,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from sluice.engine import (CallError, Completion, EngineDead, OnlineEngine, Stage, Workflow,
-                           prompt_error)
+from sluice.engine import (CallError, Completion, EngineDead, OnlineEngine, ReplicaSet, Stage,
+                           Workflow, prompt_error)
 from sluice.engine.vllm_backend import encode
 from sluice.sql_agent.duck import SqlError
 from sluice.sql_agent.text2sql.agent import Text2SQL, plan
@@ -143,14 +144,22 @@ class Server:
         self.config = config
         self.gate = Gate(config.limits.max_queue)
         self.metrics = ServeMetrics()
-        self.engine: OnlineEngine | None = None
+        self.engine: OnlineEngine | ReplicaSet | None = None
         self.agents: dict[str, Text2SQL] = {}
         self.rewriters: dict = {}
         self.rewrite_locks = {name: asyncio.Lock() for name in config.databases}
 
+    def build_engine(self) -> OnlineEngine | ReplicaSet:
+        r = self.config.replicas
+        if not r.as_actors:
+            return OnlineEngine(self.config.engine, self.config.schedule)
+        return ReplicaSet(self.config.engine, self.config.schedule, replicas=r.count,
+                          dispatch=r.rule(), num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                          ray_address=r.ray_address)
+
     @asynccontextmanager
     async def running(self, app):
-        async with OnlineEngine(self.config.engine, self.config.schedule) as engine:
+        async with self.build_engine() as engine:
             self.engine = engine
             with contextlib.ExitStack() as stack:
                 for name, path in self.config.databases.items():

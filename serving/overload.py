@@ -36,7 +36,7 @@ class Refused(Exception):
 def queue_wait_s(engine: OnlineEngine) -> float:
     """Seconds a call issued now should wait before the engine admits it."""
     health = engine.health()
-    slots = engine.schedule.max_inflight_seqs
+    slots = engine.call_slots
     ahead = health.waiting + health.running + 1 - (slots or math.inf)
     if ahead <= 0:
         return 0.0

@@ -7,6 +7,7 @@ signal stops at once (in-flight requests are cancelled and their calls aborted).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -48,6 +49,10 @@ def add_serve_command(subparsers) -> None:
     serve.add_argument("--config", required=True, help="the serve config (YAML; see docs/serving.md)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--replicas", type=int,
+                       help="engine replicas as Ray actors behind sluice's dispatcher (default: "
+                            "the config's replicas.count, else 1: one engine in this process)")
+    serve.add_argument("--ray-address", help="run the replicas on this Ray cluster (default: local Ray)")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -59,6 +64,11 @@ def cmd_serve(args) -> int:
 
     config = load_serve_config(args.config)
     config.engine.check()
+    if args.replicas is not None or args.ray_address:
+        config = dataclasses.replace(config, replicas=dataclasses.replace(
+            config.replicas,
+            count=config.replicas.count if args.replicas is None else args.replicas,
+            ray_address=args.ray_address or config.replicas.ray_address))
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be 0 to 65535, got {args.port}")
     if not config.keys:

@@ -10,6 +10,7 @@
     text2sql: {candidates: 4, revisions: 2}     # Text2SQLConfig, its SLO from slo.sql_ask_ms
     rewrite: {min_speedup: 1.5, runs: 5}        # RewriteConfig
     drain: {grace_s: 30}                        # SIGTERM: finish in-flight requests this long
+    replicas: {count: 2, dispatch: balanced, alpha: 0.5, num_cpus: 1}   # engines as Ray actors
 
 API keys are `tenant=key` entries: one a line in the keys file (`#` comments), separated by
 commas or whitespace in the environment variable. A key maps to its tenant.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice.engine import POLICIES, EngineConfig, EngineConfigError, Schedule
+from sluice.engine import POLICIES, Balanced, EngineConfig, EngineConfigError, RoundRobin, Schedule
 from sluice.engine.config import looks_like_path
 from sluice.operators.base import closest_name
 from sluice.operators.recipe import RecipeError, _Doc, parse, read_recipe_text
@@ -54,6 +55,32 @@ class Drain:
 
 
 @dataclass(frozen=True)
+class Replicas:
+    count: int = 1                    # 1: one engine in the server's process; more: Ray actors
+    dispatch: str = "balanced"        # balanced (HEXGEN's rule at `alpha`) or round-robin
+    alpha: float = 0.5                # `sluice engine tune-alpha` picks one from a trace
+    num_cpus: float = 1.0             # Ray CPUs per replica
+    num_gpus: float = 0.0             # GPUs per replica (one each on a GPU cluster)
+    ray_address: str | None = None    # a running Ray cluster; None: a local Ray
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"replicas: count must be at least 1, got {self.count}")
+        if self.dispatch not in DISPATCH:
+            raise ValueError(f"replicas: dispatch must be one of {', '.join(DISPATCH)}, "
+                             f"got {self.dispatch!r}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"replicas: alpha must be in [0, 1], got {self.alpha}")
+
+    @property
+    def as_actors(self) -> bool:
+        return self.count > 1 or self.ray_address is not None
+
+    def rule(self):
+        return RoundRobin() if self.dispatch == "round-robin" else Balanced(self.alpha)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     model_name: str
     engine: EngineConfig
@@ -65,11 +92,13 @@ class ServeConfig:
     text2sql: Text2SQLConfig = field(default_factory=Text2SQLConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     drain: Drain = field(default_factory=Drain)
+    replicas: Replicas = field(default_factory=Replicas)
     path: str = ""
 
 
 SECTIONS = ("model", "engine", "schedule", "databases", "auth", "limits", "slo", "text2sql",
-            "rewrite", "drain")
+            "rewrite", "drain", "replicas")
+DISPATCH = ("balanced", "round-robin")
 
 
 def load_serve_config(path: str | os.PathLike) -> ServeConfig:
@@ -96,7 +125,8 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         text2sql=_cache_beside(_section(doc, "text2sql", Text2SQLConfig,
                                         {"slo_s": slo.sql_ask_ms / 1000}), base),
         rewrite=_cache_beside(_section(doc, "rewrite", RewriteConfig), base),
-        drain=_section(doc, "drain", Drain, positive=True), path=str(path))
+        drain=_section(doc, "drain", Drain, positive=True),
+        replicas=_section(doc, "replicas", Replicas), path=str(path))
 
 
 def _mapping(doc: _Doc, key: str) -> dict:

@@ -64,13 +64,14 @@ def test_workflows_on_two_schemas_stay_with_their_cache(replicas, loop):
 
     results = loop.run_until_complete(scenario())
     assert results == [[2 + i, 3 + i, 1] for i in range(8)]
-    traces = loop.run_until_complete(replicas.traces())
+    traces = list(replicas.traces)
     generate = [t for t in traces if t.kind == "generate"]
     assert len(generate) == 16 and {t.workflow for t in generate} == {t.workflow for t in traces}
-    # once each schema is cached on a replica, every later call of it goes there and hits
+    # once each schema is cached on a replica, its later calls mostly go there and hit (the
+    # balance term may send one elsewhere when its replica holds much more work)
     first_two = sorted({t.workflow for t in generate})[:2]
     later = [t for t in generate if t.workflow not in first_two]
-    assert all(t.cached_tokens >= 3 * 32 for t in later), [t.cached_tokens for t in later]
+    assert sum(t.cached_tokens >= 3 * 32 for t in later) >= 10, [t.cached_tokens for t in later]
     assert replicas.dispatcher.calls == [0, 0]
 
 
@@ -79,6 +80,18 @@ def test_offline_batch_split_across_replicas_comes_back_in_order(replicas, loop)
     params = [SamplingParams(max_tokens=1 + i % 3, ignore_eos=True) for i in range(10)]
     out = loop.run_until_complete(replicas.generate_offline(prompts, params))
     assert [c.output_tokens for c in out] == [1 + i % 3 for i in range(10)]
+
+
+def test_a_call_streams_from_its_replica(replicas, loop):
+    async def scenario():
+        wf = Workflow([Stage("gen", "generate")], slo_s=60)
+        return [c async for c in replicas.stream("stream this", SamplingParams(
+            max_tokens=12, ignore_eos=True), workflow=wf, stage="gen")]
+
+    chunks = loop.run_until_complete(scenario())
+    assert len(chunks) > 1 and chunks[-1].output_tokens == 12
+    assert chunks[-1].finish_reason == "length" and all(c.finish_reason is None for c in chunks[:-1])
+    assert replicas.traces[-1].kind == "generate" and replicas.health().running == 0
 
 
 def test_a_cancelled_call_is_aborted_on_its_replica(replicas, loop):
@@ -90,7 +103,7 @@ def test_a_cancelled_call_is_aborted_on_its_replica(replicas, loop):
         with pytest.raises(asyncio.CancelledError):
             await long
         for _ in range(50):                                 # the abort reaches the replica
-            if all(h.running == 0 for h in await replicas.health()):
+            if all(h.running == 0 for h in await replicas.replica_health()):
                 return True
             await asyncio.sleep(0.1)
         return False
@@ -108,7 +121,7 @@ def test_bad_calls_fail_alone_and_a_dead_replica_gets_no_more_calls(replicas, lo
     async def after():
         results = await asyncio.gather(*[replicas.call(f"q {i}", SamplingParams(max_tokens=2))
                                          for i in range(4)], return_exceptions=True)
-        return results, await replicas.health()
+        return results, await replicas.replica_health()
 
     results, health = loop.run_until_complete(after())
     assert [r.output_tokens for r in results] == [2, 2, 2, 2]   # sent again to the live one

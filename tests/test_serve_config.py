@@ -49,6 +49,15 @@ def test_a_good_config_is_read_with_paths_relative_to_it(folder):
     assert c.text2sql.cache_dir == str(folder / "cache") and c.rewrite.cache_dir is None
 
 
+def test_replicas_from_the_config_and_the_command_line(folder, capsys):
+    c = load_serve_config(write(folder, "model: {path: model}\nreplicas: {count: 3, alpha: 0.8}\n"))
+    assert c.replicas.count == 3 and c.replicas.as_actors and c.replicas.rule().alpha == 0.8
+    path = write(folder, "model: {path: model}\n")
+    assert not load_serve_config(path).replicas.as_actors
+    assert main(["serve", "--config", str(path), "--replicas", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "sluice: error: replicas: count must be at least 1, got 0"
+
+
 def test_keys_from_the_environment(folder, monkeypatch):
     monkeypatch.setenv("SERVE_KEYS", "alice=k1, bob=k2")
     c = load_serve_config(write(folder, "model: {path: model}\nauth: {keys_env: SERVE_KEYS}\n"))
@@ -70,6 +79,9 @@ def test_keys_from_the_environment(folder, monkeypatch):
     ("model: {path: model}\nslo: {completion_ms: true}\n", "2:22", "slo.completion_ms must be float"),
     ("model: {path: model}\ntext2sql: {slo_s: 3}\n", "2:12", "unknown text2sql setting 'slo_s'"),
     ("model: [1\n", "2:1", "invalid YAML"),
+    ("model: {path: model}\nreplicas: {dispatch: random}\n", "2:11", "dispatch must be one of balanced"),
+    ("model: {path: model}\nreplicas: {count: 0}\n", "2:11", "count must be at least 1"),
+    ("model: {path: model}\nreplicas: {alpah: 0.3}\n", "2:12", "unknown replicas setting 'alpah'; did you mean 'alpha'?"),
 ])
 def test_mistakes_name_file_line_and_column(folder, text, where, message):
     path = write(folder, text)
