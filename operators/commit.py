@@ -126,20 +126,25 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
         return folder
     if partial.exists():
         shutil.rmtree(partial)
-    folder.checkpoint.mkdir(parents=True)
-    (partial / MARKER).write_text(json.dumps(identity, indent=1))
+    # Made whole under another name and renamed, so the partial folder always has its marker.
+    making = partial.with_name(f"{partial.name}-{os.getpid()}")
+    (making / CHECKPOINT).mkdir(parents=True)
+    (making / MARKER).write_text(json.dumps(identity, indent=1))
+    making.rename(partial)
     return folder
 
 
 def _repair_interrupted_commit(folder: RunFolder) -> None:
     """A commit stopped between its two renames: the earlier output is put back, or, when the
-    new one is already in place, the earlier one is removed."""
-    if not is_sluice_output(folder.old):
+    new one is already in place, the earlier one is removed (if sluice wrote it)."""
+    if not folder.old.exists():
         return
-    if folder.target.exists():
+    if not folder.target.exists():
+        folder.old.rename(folder.target)
+    elif is_sluice_output(folder.old):
         shutil.rmtree(folder.old)
     else:
-        folder.old.rename(folder.target)
+        raise OutputError(f"'{folder.old}' is in the way of replacing {folder.target}; move it away")
 
 
 def check_target(target: Path, sources, files: list[str], overwrite: bool) -> None:

@@ -119,3 +119,16 @@ def test_an_output_written_before_the_marker_existed_counts_as_sluices(ray_sessi
     (out / MARKER).unlink()
     with pytest.raises(OutputError, match="holds files sluice did not write"):
         PIPELINE.run(str(inputs), output=out, quiet=True)
+
+
+def test_a_commit_cut_between_its_renames_is_repaired_by_the_next_run(tmp_path):
+    """The earlier output had been set aside and the new one not yet renamed into place: the
+    next run puts the earlier one back before it checks anything."""
+    inputs = write_inputs(tmp_path / "in")
+    aside = tmp_path / ".out.sluice-old"
+    aside.mkdir()
+    (aside / MARKER).write_text("{}")
+    (aside / "summary.json").write_text("{}")
+    with pytest.raises(OutputError, match="is inside the input"):  # refused, after the repair
+        PIPELINE.run(str(tmp_path / "**" / "*.jsonl"), output=tmp_path / "out", quiet=True)
+    assert (tmp_path / "out" / "summary.json").is_file() and not aside.exists()
