@@ -50,9 +50,16 @@ class Source:
     path: str
     name: str | None = None
     weight: float | None = None
+    suffixes: tuple[str, ...] | None = None  # read only files ending so (Data-Juicer's `suffixes`)
 
     def files(self) -> list[str]:
-        return list_files(self.path)
+        files = list_files(self.path)
+        if self.suffixes is None:
+            return files
+        picked = [f for f in files if f.lower().endswith(tuple(x.lower() for x in self.suffixes))]
+        if not picked:
+            raise InputError(f"input '{self.path}' has no file ending in {', '.join(self.suffixes)} (suffixes)")
+        return picked
 
     def source_name(self) -> str:
         return self.name or _stem(Path(self.path.rstrip("/*")).name) or "input"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -25,8 +26,9 @@ import yaml
 
 from .base import (ParamError, as_number, closest_name, create_operator, get_operator, load_builtin_operators,
                    param_problems)
+from .export import Export, ExportError
 from .io import Source
-from .pipeline import Pipeline, RunResult
+from .pipeline import OperatorFailed, Pipeline, RunResult
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -46,15 +48,21 @@ SLUICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 # Data-Juicer global keys sluice reads; the rest of Data-Juicer's globals are accepted and ignored.
 DJ_KEYS = {"project_name", "dataset_path", "export_path", "np", "text_keys", "process",
-           "ray_address", "keep_stats_in_res_ds", "seed", "use_checkpoint"}
+           "ray_address", "keep_stats_in_res_ds", "seed", "use_checkpoint", "export_type",
+           "export_shard_size", "suffixes", "skip_op_error", "keep_hashes_in_res_ds"}
+# Data-Juicer keys that change nothing in a sluice run: caching, fusion, parallel export,
+# logging (sluice fuses, checkpoints and reports in its own way). Not named in the summary.
+DJ_NO_EFFECT = {"executor_type", "op_fusion", "fusion_strategy", "cache_compress", "use_cache",
+                "ds_cache_dir", "temp_dir", "export_in_parallel", "turbo", "event_logging",
+                "adaptive_batch_size", "debug"}
 DJ_IGNORED = {
     "executor_type", "open_tracer", "trace_num", "op_fusion", "fusion_strategy", "cache_compress",
-    "use_cache", "ds_cache_dir", "temp_dir", "open_monitor", "export_shard_size",
-    "export_in_parallel", "keep_hashes_in_res_ds", "suffixes", "add_suffix", "work_dir",
+    "use_cache", "ds_cache_dir", "temp_dir", "open_monitor",
+    "export_in_parallel", "add_suffix", "work_dir",
     "save_stats_in_one_file", "event_logging", "op_list_to_trace", "image_key", "audio_key",
     "video_key", "image_special_token", "audio_special_token", "video_special_token", "eoc_special_token",
-    "turbo", "skip_op_error", "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio",
-    "debug", "percentiles", "export_original_dataset", "save_stats_in_one_file", "export_type",
+    "turbo", "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio",
+    "debug", "percentiles", "export_original_dataset",
     "load_dataset_kwargs", "adaptive_batch_size", "open_insight_mining", "op_list_to_mine",
     "dataset", "validators", "partition_size", "checkpoint", "export_extra_args",
 }
@@ -94,15 +102,28 @@ class Recipe:
     modules: list[str] = field(default_factory=list)   # user code this recipe loaded and ran
     resume: bool = False   # continue an interrupted run (Data-Juicer's use_checkpoint)
     shared_fs: bool = False  # every node of the Ray cluster mounts the inputs and output at the same paths
+    export: Export | None = None  # a Data-Juicer export_path: the result file(s) beside `output`
 
     def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None,
             overwrite: bool = False, resume: bool = False, shared_fs: bool = False) -> RunResult:
         check_ray_reachable(ray_address or self.ray_address)
-        return self.pipeline.run(self.sources, self.output, output_format=self.output_format,
-                                 analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
-                                 ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
-                                 quiet=quiet, overwrite=overwrite, resume=resume or self.resume,
-                                 shared_fs=shared_fs or self.shared_fs)
+        earlier = self.export.check_target(overwrite) if self.export is not None else []
+        try:
+            result = self.pipeline.run(self.sources, self.output, output_format=self.output_format,
+                                       analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
+                                       ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
+                                       quiet=quiet, overwrite=overwrite, resume=resume or self.resume,
+                                       shared_fs=shared_fs or self.shared_fs)
+        except OperatorFailed as e:  # raised in a Ray worker: its first line is Ray's
+            raise OperatorFailed(str(getattr(e, "cause", None) or e)) from None
+        if self.export is None:
+            return result
+        files = self.export.write(result.data_path, earlier)
+        result.data_path.rmdir()
+        summary = {**result.summary, "output": str(self.export.path), "output_format": self.export.format,
+                   "output_files": [str(f) for f in files]}
+        (result.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return RunResult(summary=summary, output_dir=result.output_dir, data_files=files)
 
 
 @dataclass
@@ -511,30 +532,56 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
     if "dataset_path" not in d or "export_path" not in d:
         raise doc.error((), "a Data-Juicer config needs both dataset_path and export_path")
     doc.attempt(_check_num_cpus, doc, ("np",), d.get("np"))
-    sources = doc.attempt(_dj_sources, doc, str(d["dataset_path"]), default=[])
-    export = Path(str(d["export_path"]))
-    fmt = "parquet" if export.suffix == ".parquet" else "jsonl"
-    output = str(export.with_suffix("")) if export.suffix else str(export)
+    suffixes = d.get("suffixes") or None
+    if isinstance(suffixes, str):
+        suffixes = [suffixes]
+    if suffixes is not None and not (isinstance(suffixes, list) and all(isinstance(x, str) for x in suffixes)):
+        doc.note(("suffixes",), "suffixes is a list of file suffixes to read, e.g. ['.jsonl', '.parquet']")
+        suffixes = None
+    sources = doc.attempt(_dj_sources, doc, str(d["dataset_path"]), suffixes, default=[])
+    export = doc.attempt(_dj_export, doc, d)
+    for key in ("skip_op_error", "keep_hashes_in_res_ds", "keep_stats_in_res_ds"):
+        if key in d and not isinstance(d[key], bool):
+            doc.note((key,), f"{key} is true or false, got {d[key]!r}")
     text_keys = d.get("text_keys", "text")
     text_key = text_keys[0] if isinstance(text_keys, list) else str(text_keys)
     ops = _operators(doc, d.get("process") or [], text_key)
     doc.raise_problems()
+    if d.get("keep_hashes_in_res_ds") is True:
+        for op in ops:
+            if hasattr(op, "keep_hash"):
+                op.keep_hash = True
     if any(s.weight is not None for s in sources):
         ops.insert(0, create_operator("source_mixer", {"seed": d.get("seed", 42)}))
-    return Recipe(name=str(d.get("project_name", path.stem)), pipeline=Pipeline(ops, text_key=text_key),
-                  sources=sources, output=output, output_format=fmt,
+    ignored = sorted(k for k in d if k in DJ_IGNORED and k not in DJ_NO_EFFECT)
+    notes = [f"Data-Juicer keys sluice does not use: {', '.join(ignored)}"] if ignored else []
+    pipeline = Pipeline(ops, text_key=text_key, notes=notes, skip_op_error=d.get("skip_op_error", True) is not False)
+    return Recipe(name=str(d.get("project_name", path.stem)), pipeline=pipeline,
+                  sources=sources, output=str(export.run_folder), export=export,
+                  output_format="parquet" if export.format == "parquet" else "jsonl",
                   keep_stats=bool(d.get("keep_stats_in_res_ds", False)), seed=d.get("seed", 42),
                   ray_address=d.get("ray_address") if d.get("ray_address") not in (None, "auto") else None,
                   num_cpus=d.get("np"), path=str(path), resume=d.get("use_checkpoint") is True)
 
 
-def _dj_sources(doc: _Doc, spec: str) -> list[Source]:
-    """Data-Juicer's dataset_path: `path` or `w1 path1 w2 path2 ...`."""
+def _dj_export(doc: _Doc, d: dict) -> Export:
+    try:
+        return Export.of(str(d["export_path"]), d.get("export_type"), d.get("export_shard_size", 0))
+    except ExportError as e:
+        key = "export_shard_size" if "export_shard_size" in str(e) else "export_path"
+        raise doc.error((key,), str(e)) from None
+
+
+def _dj_sources(doc: _Doc, spec: str, suffixes: list[str] | None) -> list[Source]:
+    """Data-Juicer's dataset_path: `path` or `w1 path1 w2 path2 ...`; `suffixes` selects the
+    files of a directory by their suffix."""
     parts = spec.split()
+    picked = tuple(suffixes) if suffixes else None
     if len(parts) == 1:
-        return [Source(parts[0])]
+        return [Source(parts[0], suffixes=picked)]
     try:
         pairs = [(float(parts[i]), parts[i + 1]) for i in range(0, len(parts), 2)]
     except (ValueError, IndexError):
         raise doc.error(("dataset_path",), "dataset_path is a path or pairs of 'weight path'") from None
-    return [Source(p, f"{Path(p).stem}_{i}" if i else Path(p).stem, w) for i, (w, p) in enumerate(pairs)]
+    return [Source(p, f"{Path(p).stem}_{i}" if i else Path(p).stem, w, suffixes=picked)
+            for i, (w, p) in enumerate(pairs)]

@@ -13,7 +13,6 @@ from scipy.sparse.csgraph import connected_components as scipy_components
 from sluice.operators import create_operator
 from sluice.operators.context import RunContext
 from sluice.operators.dedup.components import connected_components
-from sluice.operators.io import read_output
 from sluice.operators.recipe import load_recipe
 
 RNG = np.random.default_rng(2024)
@@ -178,6 +177,7 @@ def test_a_data_juicer_recipe_with_minhash_runs_unchanged(tmp_path, ray_session)
               num_rows_per_band: null
     """))
     result = load_recipe(str(recipe)).run(quiet=True)
-    out = read_output(str(result.data_path))
+    assert result.data_path == tmp_path / "out" / "result.jsonl"
+    out = result.table()
     assert sorted(out["n"].to_pylist()) == [0, 1, 2, 3, 4, 7, 8]
     assert "near-duplicate clusters" in result.report_path.read_text()

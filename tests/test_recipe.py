@@ -104,7 +104,8 @@ def test_a_data_juicer_config_runs_as_it_is(tmp_path):
     """)
     recipe = load_recipe(path)
     assert recipe.name == "demo-process" and recipe.num_cpus == 2
-    assert recipe.output == "outputs/demo-process/demo-processed" and recipe.output_format == "jsonl"
+    assert recipe.export.path.as_posix() == "outputs/demo-process/demo-processed.jsonl"
+    assert recipe.export.format == "jsonl" and recipe.output == "outputs/demo-process/demo-processed_sluice"
     assert [op.name for op in recipe.pipeline.ops] == ["language_id_score_filter", "words_num_filter",
                                                        "document_deduplicator"]
 
