@@ -567,8 +567,15 @@ class Pipeline:
         resumed = folder.finished_files()
         task = ray.remote(max_retries=CRASHES)(checkpoint_file)
         stage_ref = ray.put(stage)
-        ray.get([task.remote(folder, i, file_paths[i], name, stage=stage_ref, text_key=self.text_key)
-                 for i, (_, name) in enumerate(files) if i not in resumed])
+        pending = [task.remote(folder, i, file_paths[i], name, stage=stage_ref, text_key=self.text_key)
+                   for i, (_, name) in enumerate(files) if i not in resumed]
+        while pending:  # what Ray Data's progress bar showed for reading: files done so far
+            finished, pending = ray.wait(pending, num_returns=1)
+            ray.get(finished)
+            if not quiet:
+                end = "\n" if not pending else ""
+                print(f"\rinput files read and checkpointed: {len(files) - len(pending)}/{len(files)}",
+                      end=end, file=sys.stderr, flush=True)
         done = folder.finished_files()
         ray.get(ledger.finish_many.remote([e for i in sorted(done) for e in _ledger_entries(done[i])]))
         chunks = [str(folder.checkpoint / c["file"]) for i in sorted(done) for c in done[i]["chunks"] if c["file"]]
