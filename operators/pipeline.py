@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 from .base import ID_COLUMN, STATS_PREFIX, Deduplicator, Filter, Operator, Selector
 from .commit import SUMMARY, OutputError, RunFolder, input_identity, prepare
 from .context import RunContext
+from .trace import KINDS as TRACE_KINDS
+from .trace import TraceCollector, TraceSettings, removed_items, step_items, write_traces
 from .io import (FileReader, Rejects, Source, json_text, read_once, reject_records, split_rejects,
                  write_dataset, write_rejects)
 
@@ -170,13 +172,15 @@ class FusedStage:
 
     def __init__(self, steps: list[tuple[str, Operator]], ledger, file_paths: dict[int, str], *, upstream: str | None = None, sink: bool = False,
                  keep_stats: bool = False, analyze: bool = False, index: int = 0,
-                 stat_names: Iterable[str] = (), skip_op_error: bool = True):
+                 stat_names: Iterable[str] = (), skip_op_error: bool = True, tracer=None,
+                 trace: TraceSettings | None = None):
         self.steps, self.ledger = steps, ledger
         self.file_paths, self.upstream, self.sink = file_paths, upstream, sink
         self.keep_stats, self.analyze = keep_stats, analyze
         # The stats this run's filters compute; other `stats.` fields are input data, kept as is.
         self.stat_names = frozenset(stat_names)
         self.skip_op_error = skip_op_error
+        self.tracer, self.trace = tracer, trace  # the TraceCollector actor and what it traces
         labels = [label for label, _ in steps] or ["write" if sink else "split_rejects"]
         self.name = labels[0] if len(labels) < 3 else f"{labels[0]}+{len(labels) - 2}+{labels[-1]}"
         self.index, self.key = index, f"{index}:{self.name}"  # the key names the stage in the ledger
@@ -230,12 +234,14 @@ class FusedStage:
 
     def _run_steps(self, table: pa.Table, rejects: Rejects, rng, records: list, samples: list) -> pa.Table:
         for label, op in self.steps:
-            start, rows_in = time.perf_counter(), table.num_rows
+            start, rows_in, before = time.perf_counter(), table.num_rows, table
             try:
                 table = self._apply(op, table, rng, samples)
             except Exception:  # an operator failing on a slice rejects the rows it fails on, not the run
                 table = self._apply_row_by_row(label, op, table, rng, samples)
             table, rejected = split_rejects(table)
+            if self.tracer is not None and op.row_local and self.trace.wants(label) and not self.analyze:
+                self._trace(label, op, before, table)
             n_rejected = 0 if rejected is None else rejected.num_rows
             if rejected is not None:
                 rejects.write(reject_records(rejected, label, self.file_paths))
@@ -245,6 +251,13 @@ class FusedStage:
             else:  # the prepare step of a whole-dataset operator: its rows are counted by the driver
                 records.append((label, 0, 0, n_rejected, seconds))
         return table
+
+    def _trace(self, label: str, op: Operator, before: pa.Table, after: pa.Table) -> None:
+        import ray
+
+        items = step_items(op, before, after, self.trace.limit)
+        if items:
+            ray.get(self.tracer.add.remote(label, TRACE_KINDS[op.kind], items))
 
     def _apply_row_by_row(self, label: str, op: Operator, table: pa.Table, rng, samples: list) -> pa.Table:
         """`op` on each row alone: a row it fails on is rejected with the error, or, without
@@ -489,6 +502,7 @@ class Pipeline:
     text_key: str = "text"
     notes: list[str] = field(default_factory=list)  # for the run summary (keys a recipe ignored)
     skip_op_error: bool = True  # a row an operator fails on is rejected; False: the run stops
+    trace: TraceSettings | None = None  # write what each traced operator changed or dropped
 
     def __post_init__(self):
         for op in self.ops:
@@ -553,6 +567,7 @@ class Pipeline:
                          num_cpus=int(ray.cluster_resources().get("CPU", 1)),
                          sources={s.source_name(): s for s in sources})
         ledger = ray.remote(num_cpus=0)(Ledger).remote(seed)
+        tracer = ray.remote(num_cpus=0)(TraceCollector).remote(self.trace.limit) if self.trace else None
         stages = self.plan()
         stat_names = [n for o in self.ops if isinstance(o, Filter) for n in o.stat_names]
 
@@ -561,7 +576,7 @@ class Pipeline:
                 steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
             return FusedStage(steps, ledger, file_paths, upstream=upstream, sink=i == len(stages) - 1,
                               keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names,
-                              skip_op_error=self.skip_op_error)
+                              skip_op_error=self.skip_op_error, tracer=tracer, trace=self.trace)
 
         stage = fused(0, stages[0][1], None)
         resumed = folder.finished_files()
@@ -597,7 +612,10 @@ class Pipeline:
                     if conflicts:
                         ds = ds.map_batches(_as_json_text, batch_format="pyarrow", batch_size=None,
                                             fn_kwargs={"columns": conflicts})
-                    ds = op.apply(ds, ctx).materialize()
+                    before, ds = ds, op.apply(ds, ctx).materialize()
+                    if tracer is not None and self.trace.wants(label):
+                        ray.get(tracer.add.remote(label, TRACE_KINDS[op.kind],
+                                                  removed_items(before, ds, self.trace.limit)))
                 driver_counts[label] = (rows_in, ds.count(), time.perf_counter() - start)
                 upstream = label
                 continue
@@ -619,6 +637,9 @@ class Pipeline:
                                 wall_seconds=time.perf_counter() - started, analyze=analyze,
                                 output_format=output_format, files=list(file_paths.values()),
                                 resumed_files=len(resumed))
+        if tracer is not None:
+            write_traces(folder.partial / "trace", ray.get(tracer.collected.remote()))
+            ray.kill(tracer)
         write_report(folder.partial / "report.html", summary, snapshot, ctx.report_sections)
         (folder.partial / SUMMARY).write_text(json.dumps(summary, indent=2))  # last: the run is whole
         folder.commit()

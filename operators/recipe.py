@@ -29,6 +29,7 @@ from .base import (ParamError, as_number, closest_name, create_operator, get_ope
 from .export import Export, ExportError
 from .io import Source
 from .pipeline import OperatorFailed, Pipeline, RunResult
+from .trace import TraceSettings
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -49,17 +50,18 @@ SLUICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 # Data-Juicer global keys sluice reads; the rest of Data-Juicer's globals are accepted and ignored.
 DJ_KEYS = {"project_name", "dataset_path", "export_path", "np", "text_keys", "process",
            "ray_address", "keep_stats_in_res_ds", "seed", "use_checkpoint", "export_type",
-           "export_shard_size", "suffixes", "skip_op_error", "keep_hashes_in_res_ds"}
+           "export_shard_size", "suffixes", "skip_op_error", "keep_hashes_in_res_ds", "open_tracer",
+           "trace_num", "op_list_to_trace"}
 # Data-Juicer keys that change nothing in a sluice run: caching, fusion, parallel export,
 # logging (sluice fuses, checkpoints and reports in its own way). Not named in the summary.
 DJ_NO_EFFECT = {"executor_type", "op_fusion", "fusion_strategy", "cache_compress", "use_cache",
                 "ds_cache_dir", "temp_dir", "export_in_parallel", "turbo", "event_logging",
                 "adaptive_batch_size", "debug"}
 DJ_IGNORED = {
-    "executor_type", "open_tracer", "trace_num", "op_fusion", "fusion_strategy", "cache_compress",
+    "executor_type", "op_fusion", "fusion_strategy", "cache_compress",
     "use_cache", "ds_cache_dir", "temp_dir", "open_monitor",
     "export_in_parallel", "add_suffix", "work_dir",
-    "save_stats_in_one_file", "event_logging", "op_list_to_trace", "image_key", "audio_key",
+    "save_stats_in_one_file", "event_logging", "image_key", "audio_key",
     "video_key", "image_special_token", "audio_special_token", "video_special_token", "eoc_special_token",
     "turbo", "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio",
     "debug", "percentiles", "export_original_dataset",
@@ -540,9 +542,10 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
         suffixes = None
     sources = doc.attempt(_dj_sources, doc, str(d["dataset_path"]), suffixes, default=[])
     export = doc.attempt(_dj_export, doc, d)
-    for key in ("skip_op_error", "keep_hashes_in_res_ds", "keep_stats_in_res_ds"):
+    for key in ("skip_op_error", "keep_hashes_in_res_ds", "keep_stats_in_res_ds", "open_tracer"):
         if key in d and not isinstance(d[key], bool):
             doc.note((key,), f"{key} is true or false, got {d[key]!r}")
+    trace = doc.attempt(_dj_trace, doc, d)
     text_keys = d.get("text_keys", "text")
     text_key = text_keys[0] if isinstance(text_keys, list) else str(text_keys)
     ops = _operators(doc, d.get("process") or [], text_key)
@@ -555,13 +558,34 @@ def _compile_data_juicer(doc: _Doc, path: Path) -> Recipe:
         ops.insert(0, create_operator("source_mixer", {"seed": d.get("seed", 42)}))
     ignored = sorted(k for k in d if k in DJ_IGNORED and k not in DJ_NO_EFFECT)
     notes = [f"Data-Juicer keys sluice does not use: {', '.join(ignored)}"] if ignored else []
-    pipeline = Pipeline(ops, text_key=text_key, notes=notes, skip_op_error=d.get("skip_op_error", True) is not False)
+    pipeline = Pipeline(ops, text_key=text_key, notes=notes, skip_op_error=d.get("skip_op_error", True) is not False,
+                        trace=trace)
     return Recipe(name=str(d.get("project_name", path.stem)), pipeline=pipeline,
                   sources=sources, output=str(export.run_folder), export=export,
                   output_format="parquet" if export.format == "parquet" else "jsonl",
                   keep_stats=bool(d.get("keep_stats_in_res_ds", False)), seed=d.get("seed", 42),
                   ray_address=d.get("ray_address") if d.get("ray_address") not in (None, "auto") else None,
                   num_cpus=d.get("np"), path=str(path), resume=d.get("use_checkpoint") is True)
+
+
+def _dj_trace(doc: _Doc, d: dict) -> TraceSettings | None:
+    """open_tracer, trace_num and op_list_to_trace as the run's trace settings."""
+    limit, ops = d.get("trace_num", 10), d.get("op_list_to_trace") or []
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise doc.error(("trace_num",), f"trace_num is the number of rows traced per operator (at least 1), "
+                                        f"got {limit!r}")
+    if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+        raise doc.error(("op_list_to_trace",), "op_list_to_trace is a list of operator names")
+    for i, name in enumerate(ops):
+        doc.attempt(_known_operator, doc, ("op_list_to_trace", i), name)
+    return TraceSettings(limit, tuple(ops)) if d.get("open_tracer") is True else None
+
+
+def _known_operator(doc: _Doc, where: tuple, name: str) -> None:
+    try:
+        get_operator(name)
+    except ParamError as e:
+        raise doc.error(where, f"op_list_to_trace: {e.message}") from None
 
 
 def _dj_export(doc: _Doc, d: dict) -> Export:

@@ -85,10 +85,10 @@ def test_suffixes_select_the_input_files(tmp_path, ray_session):
     pq.write_table(pa.table({"text": ["from the parquet file, long enough"]}), folder / "b.parquet")
     path = tmp_path / "dj.yaml"
     path.write_text(f"dataset_path: '{folder}'\nexport_path: '{tmp_path / 'r.jsonl'}'\nsuffixes: ['.jsonl']\n"
-                    "open_tracer: false\nwork_dir: somewhere\nuse_cache: false\nprocess:\n  - text_length_filter: {}\n")
+                    "work_dir: somewhere\nuse_cache: false\nprocess:\n  - text_length_filter: {}\n")
     result = load_recipe(str(path)).run(quiet=True)
     assert result.table()["text"].to_pylist() == ["from the jsonl file, long enough"]
-    assert result.summary["notes"] == ["Data-Juicer keys sluice does not use: open_tracer, work_dir"]
+    assert result.summary["notes"] == ["Data-Juicer keys sluice does not use: work_dir"]
 
 
 @register
@@ -128,3 +128,34 @@ def test_data_juicer_skip_op_error_and_keep_hashes(tmp_path, ray_session):
     assert recipe.pipeline.skip_op_error is False and recipe.pipeline.ops[0].keep_hash is True
     rows = recipe.run(quiet=True).table().to_pylist()
     assert [r["n"] for r in rows] == [0, 8] and all(r["simhash"].isdigit() for r in rows)  # near copies
+
+
+def test_the_tracer_writes_what_each_operator_changed_or_dropped(tmp_path, ray_session):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = [f"mail {i}@example.com about item {i}, a long enough line" for i in range(4)] + ["tiny", "tiny2"]
+    texts += ["mail 0@example.com about item 0, a long enough line", "plain text that is long enough"]
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": t, "i": i}) + "\n" for i, t in enumerate(texts[:4])))
+    (folder / "b.jsonl").write_text("".join(json.dumps({"text": t, "i": i}) + "\n" for i, t in enumerate(texts[4:], 4)))
+    config = (f"dataset_path: '{folder}'\nexport_path: '{tmp_path / 'out' / 'r.jsonl'}'\nopen_tracer: true\n"
+              "trace_num: 2\n{only}process:\n  - clean_email_mapper:\n  - text_length_filter: {{min_len: 10}}\n"
+              "  - document_deduplicator:\n")
+    path = tmp_path / "dj.yaml"
+    path.write_text(config.format(only=""))
+    load_recipe(str(path)).run(quiet=True)
+    trace = tmp_path / "out" / "r_sluice" / "trace"
+
+    def lines(name):
+        return [json.loads(line) for line in (trace / name).read_text().splitlines()]
+
+    assert sorted(p.name for p in trace.iterdir()) == [
+        "duplicate-document_deduplicator.jsonl", "filter-text_length_filter.jsonl", "mapper-clean_email_mapper.jsonl"]
+    assert lines("mapper-clean_email_mapper.jsonl") == [
+        {"original text": texts[0], "processed_text": "mail  about item 0, a long enough line"},
+        {"original text": texts[1], "processed_text": "mail  about item 1, a long enough line"}]
+    assert [r["i"] for r in lines("filter-text_length_filter.jsonl")] == [4, 5]
+    assert "stats.text_len" in lines("filter-text_length_filter.jsonl")[0]
+    assert [r["i"] for r in lines("duplicate-document_deduplicator.jsonl")] == [6]
+    path.write_text(config.format(only="op_list_to_trace: [text_length_filter]\n"))
+    load_recipe(str(path)).run(quiet=True)
+    assert [p.name for p in trace.iterdir()] == ["filter-text_length_filter.jsonl"]
