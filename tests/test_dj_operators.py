@@ -152,6 +152,53 @@ def test_latex_mappers_match_data_juicer():
     assert "x \\in \\mathbb{R}^n" in out[0] and "\\varepsilon$ in every" in out[0]
 
 
+def dj_html_text(raw: str) -> str:
+    """Data-Juicer's clean_html: '<li>'/'<ol>' start '*' lines, then the parsed document's text
+    (read here with Python's HTML parser)."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    for tag, new in (("<li>", "\n*"), ("</li>", ""), ("<ol>", "\n*"), ("</ol>", "")):
+        raw = raw.replace(tag, new)
+    parser = Text()
+    parser.feed(raw)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def test_clean_html_mapper_changes_only_markup():
+    out = mapped("clean_html_mapper", TEXTS)
+    markup = [re.search(r"</?[A-Za-z][^>]*>|<![^>]*>|<\?[^>]*>", t) is not None for t in TEXTS]
+    assert 5 <= sum(markup) < len(TEXTS) - 100
+    for text, got, is_html in zip(TEXTS, out, markup):
+        if "<script" in text or "<style" in text:  # script and style contents: see test_clean_html
+            continue
+        assert got == (dj_html_text(text) if is_html else text)
+
+
+def test_clean_html_mapper_matches_data_juicers_parser():
+    lexbor = pytest.importorskip("selectolax.lexbor")
+    html_rows = [t for t in TEXTS if re.search(r"</?[A-Za-z][^>]*>", t) and "<script" not in t and "<style" not in t]
+
+    def dj(raw):
+        for tag, new in (("<li>", "\n*"), ("</li>", ""), ("<ol>", "\n*"), ("</ol>", "")):
+            raw = raw.replace(tag, new)
+        return lexbor.LexborHTMLParser(raw).text()
+
+    got, expected = mapped("clean_html_mapper", html_rows), [dj(t) for t in html_rows]
+    # The HTML5 parser moves or drops whitespace where the document's head ends and its body
+    # starts; sluice keeps whitespace as written. The rest is the same text.
+    assert ["".join(g.split()) for g in got] == ["".join(e.split()) for e in expected]
+    assert sum(g == e for g, e in zip(got, expected)) >= 0.8 * len(got)
+
+
 # ---- filters ----
 
 def test_suffix_filter_keeps_listed_suffixes():

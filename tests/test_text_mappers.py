@@ -81,9 +81,10 @@ def test_clean_html():
             "<script>if (a < b) { alert('x'); }</script></head><body>\n  <h1>Fish &amp; Chips</h1>"
             "<p>Price: &pound;5 &mdash; <b>fresh</b> daily.</p><!-- hidden note -->"
             "<ul><li>cod</li><li>haddock</li></ul><br/>Bye&#33;</body></html>")
-    out = run("clean_html_mapper", [page, "no markup: 3 < 4 and 5 > 2", "", None])
-    assert out[0] == "Menu\nFish & Chips\nPrice: £5 — fresh daily.\ncod\nhaddock\nBye!"
-    assert out[1:] == ["no markup: 3 < 4 and 5 > 2", "", None]
+    code = "def f(x):\n    if x < 3 and x > 1:\n\n        return '&amp;'\n"
+    out = run("clean_html_mapper", [page, "no markup: 3 < 4 and 5 > 2", code, "", None])
+    assert out[0] == "Menu\n  Fish & ChipsPrice: £5 — fresh daily.\n*cod\n*haddockBye!"
+    assert out[1:] == ["no markup: 3 < 4 and 5 > 2", code, "", None]  # no markup: as it is
 
 
 def test_remove_repeat_sentences():

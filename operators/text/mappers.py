@@ -168,28 +168,30 @@ class clean_ip_mapper(RegexCleanMapper):
                        r"|\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
 
 
-_BLOCK_TAGS = ("address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|form|"
-               "h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|td|th|title|tr|ul")
+# A tag, a comment, a doctype or processing instruction: what makes a row HTML.
+_MARKUP = r"</?[A-Za-z][^>]*>|<![^>]*>|<\?[^>]*>"
 
 
 @register
 class clean_html_mapper(TextMapper):
-    """Turns HTML into plain text: drops comments and the contents of script and style
-    elements, ends a line at block tags (p, div, br, li, headings, table rows, ...), removes
-    all other tags, unescapes entities ('&amp;' -> '&') and collapses the whitespace markup
-    indentation leaves behind. Entity unescaping is per-row Python, only for rows holding one."""
+    """Turns HTML into its text, as Data-Juicer does (its parser's text of the document):
+    removes tags, comments and doctypes, unescapes entities ('&amp;' -> '&'), and starts a
+    '*' line at each '<li>' and '<ol>'; the text between tags is kept as it is, whitespace
+    included. Unlike Data-Juicer, the contents of script and style elements are dropped
+    (Data-Juicer keeps the code as text). A row without markup is left as it is."""
 
     def transform(self, text):
-        text = pc.replace_substring_regex(
-            text, r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>", "")
-        text = pc.replace_substring_regex(text, rf"(?i)<\s*/?\s*(?:{_BLOCK_TAGS})\b[^>]*>", "\n")
-        text = pc.replace_substring_regex(text, r"</?[A-Za-z][^>]*>|<![^>]*>", "")
-        text = _apply_where(text, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
-                            lambda rows: pa.array([html.unescape(t) for t in rows.to_pylist()],
-                                                  type=text.type))
-        text = _collapse_spaces(text)
-        text = pc.replace_substring_regex(text, r" ?\n\s*", "\n")
-        return pc.utf8_trim_whitespace(text)
+        def clean(rows):
+            rows = pc.replace_substring_regex(
+                rows, r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>", "")
+            for tag, replacement in (("<li>", "\n*"), ("</li>", ""), ("<ol>", "\n*"), ("</ol>", "")):
+                rows = pc.replace_substring(rows, tag, replacement)
+            rows = pc.replace_substring_regex(rows, _MARKUP, "")
+            return _apply_where(rows, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
+                                lambda part: pa.array([html.unescape(t) for t in part.to_pylist()],
+                                                      type=part.type))
+
+        return _apply_where(text, _MARKUP + r"|<!--", clean)
 
 
 @register
