@@ -75,12 +75,25 @@ def _first_sentence(doc: str | None) -> str:
 
 def cmd_ops(args) -> int:
     from sluice.operators.base import OPERATORS, get_operator, load_builtin_operators
+    from sluice.operators.dj_catalog import (DATA_JUICER_COMMIT, NEEDS_MODEL, OPTIONAL_MODEL,
+                                             data_juicer_status)
 
     load_builtin_operators()
+    groups = data_juicer_status()
+    if args.data_juicer:
+        print(f"Data-Juicer's text operators (modelscope/data-juicer {DATA_JUICER_COMMIT}):")
+        for group, names in groups.items():
+            print(f"\n{group} ({len(names)}):")
+            for name in names:
+                note = NEEDS_MODEL.get(name) or OPTIONAL_MODEL.get(name, "")
+                print(f"  {name:<46} {note}".rstrip())
+        return 0
     if args.name is None:
         for name in sorted(OPERATORS, key=lambda n: (OPERATORS[n].kind, n)):
             cls = OPERATORS[name]
             print(f"{cls.kind:<13} {name:<36} {_first_sentence(cls.__doc__)}")
+        print(f"\nData-Juicer text operators: {len(groups['runs'])} run here, {len(groups['needs a model file'])} "
+              f"need a model file, {len(groups['missing'])} are not in sluice (`sluice ops --data-juicer`)")
         return 0
     cls = get_operator(args.name)
     print(f"{cls.name} ({cls.kind})\n")
@@ -132,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ops = sub.add_parser("ops", help="list operators, or show one with its parameters")
     ops.add_argument("name", nargs="?")
+    ops.add_argument("--data-juicer", action="store_true",
+                     help="Data-Juicer's text operators: which run, which need a model file, which are missing")
     ops.set_defaults(func=cmd_ops)
 
     add_sql_commands(sub)

@@ -113,3 +113,14 @@ process:
     ]
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.strip().endswith("(and 3 more: `sluice validate` lists every one)")
+
+
+def test_sluice_ops_lists_data_juicer_operators(capsys):
+    assert main(["ops", "--data-juicer"]) == 0
+    out = capsys.readouterr().out
+    runs, model, missing = (out.split(f"\n{g} (")[1].split("\n\n")[0] for g in ("runs", "needs a model file", "missing"))
+    assert "  document_simhash_deduplicator" in runs and "  perplexity_filter" not in runs
+    assert model.splitlines()[1].split()[0] == "perplexity_filter"
+    assert "  nlpaug_en_mapper" in missing and "  suffix_filter" not in missing
+    assert main(["ops"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("are not in sluice (`sluice ops --data-juicer`)")
