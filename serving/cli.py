@@ -58,8 +58,10 @@ def cmd_validate(args) -> int:
             print(f"sluice: error: {one_line(error)}", file=sys.stderr)
         return EXIT_INPUT
     check_inputs(recipe)
+    target = (f"{recipe.export.path} ({recipe.export.format}; sluice's files in {recipe.output})"
+              if recipe.export else f"{recipe.output} ({recipe.output_format})")
     print(f"{recipe.path}: ok: recipe '{recipe.name}', {len(recipe.sources)} input(s), "
-          f"{len(recipe.pipeline.ops)} operator(s) -> {recipe.output} ({recipe.output_format})")
+          f"{len(recipe.pipeline.ops)} operator(s) -> {target}")
     for op in recipe.pipeline.ops:
         print(f"  {op!r}")
     for module in recipe.modules:

@@ -113,6 +113,11 @@ process:
     ]
     assert main(["run", str(path)]) == 2
     assert capsys.readouterr().err.strip().endswith("(and 3 more: `sluice validate` lists every one)")
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    path.write_text(f"dataset_path: {tmp_path / 'd.jsonl'}\nexport_path: out.jsonl\n")
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: ok: recipe 'bad', 1 input(s), 0 operator(s) -> out.jsonl "
+                                              "(jsonl; sluice's files in out_sluice)")
 
 
 def test_sluice_ops_lists_data_juicer_operators(capsys):
