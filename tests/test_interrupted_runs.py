@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -184,3 +185,35 @@ def test_a_worker_killed_in_a_fused_stage_before_and_after_a_dedup_changes_nothi
     for key in ("rows_read", "rows_kept", "dropped", "rejected"):
         assert killed.summary[key] == calm.summary[key], key
     assert killed.summary["rejected"] == {} and killed.summary["accounted"]
+
+
+def test_a_worker_killed_during_the_dedup_shuffle_changes_nothing(ray_session, tmp_path):
+    """A thread kills the first worker that runs the exact dedup's hash aggregate (SIGKILL)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(4):
+        (inputs / f"{k}.jsonl").write_text("".join(json.dumps({"text": f"row {i % 2000} words {k % 2}"}) + "\n"
+                                               for i in range(5_000)))
+    killed = []
+
+    def kill_the_shuffle():
+        while not killed:
+            for p in psutil.process_iter(["cmdline"]):
+                title = " ".join(p.info["cmdline"] or [])
+                if title.startswith("ray::HashAggregateMap"):
+                    p.kill()
+                    killed.append(title)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_shuffle, daemon=True)
+    killer.start()
+    dedup = Pipeline([create_operator("document_deduplicator")])
+    disturbed = dedup.run(str(inputs), output=tmp_path / "killed", quiet=True)
+    killer_found = bool(killed)
+    killed.append("stop")  # the thread stops looking
+    calm = dedup.run(str(inputs), output=tmp_path / "calm", quiet=True)
+    assert killer_found, "no dedup shuffle worker was seen to kill"
+    rows = sorted(disturbed.table().column("text").to_pylist())
+    assert rows == sorted(calm.table().column("text").to_pylist()) and len(rows) == len(set(rows)) == 4_000
+    assert disturbed.summary["accounted"] and disturbed.summary["rejected"] == {}
