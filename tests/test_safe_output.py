@@ -132,3 +132,15 @@ def test_a_commit_cut_between_its_renames_is_repaired_by_the_next_run(tmp_path):
     with pytest.raises(OutputError, match="is inside the input"):  # refused, after the repair
         PIPELINE.run(str(tmp_path / "**" / "*.jsonl"), output=tmp_path / "out", quiet=True)
     assert (tmp_path / "out" / "summary.json").is_file() and not aside.exists()
+
+
+def test_data_juicers_use_checkpoint_is_resume(tmp_path):
+    from sluice.operators.recipe import load_recipe
+
+    write_inputs(tmp_path / "in")
+    config = tmp_path / "dj.yaml"
+    config.write_text(f"dataset_path: {tmp_path}/in\nexport_path: {tmp_path}/out/result.jsonl\nuse_checkpoint: true\n"
+                      "process:\n  - text_length_filter: {min_len: 5}\n")
+    assert load_recipe(str(config)).resume
+    config.write_text(config.read_text().replace("use_checkpoint: true", "use_checkpoint: false"))
+    assert not load_recipe(str(config)).resume
