@@ -1,6 +1,8 @@
 """Session fixtures shared by the engine and LLM operator tests (loaded with `pytest_plugins`):
 one tiny dummy-weight model directory and one vLLM engine for the whole session."""
 
+import asyncio
+
 import pytest
 
 from sluice.engine import BatchEngine, EngineConfig
@@ -26,3 +28,11 @@ def engine_config(tiny_model):
 def engine(engine_config):
     with BatchEngine(engine_config) as e:
         yield e
+
+
+@pytest.fixture(scope="module")
+def loop():
+    """An event loop for a module's async engine tests (its engines live as long as it)."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()

@@ -25,13 +25,6 @@ def fixed(n):
 
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def online(loop, engine_config):
     engine = OnlineEngine(engine_config, Schedule(max_inflight_seqs=4))
     loop.run_until_complete(engine.__aenter__())

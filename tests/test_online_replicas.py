@@ -22,13 +22,6 @@ def engine_cores() -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def replicas(loop, engine_config, ray_session):
     before = engine_cores()
     rs = ReplicaSet(engine_config, replicas=2, dispatch=Balanced(0.9))
