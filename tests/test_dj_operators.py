@@ -180,7 +180,10 @@ def test_clean_html_mapper_changes_only_markup():
     for text, got, is_html in zip(TEXTS, out, markup):
         if "<script" in text or "<style" in text:  # script and style contents: see test_clean_html
             continue
-        assert got == (dj_html_text(text) if is_html else text)
+        if is_html:  # the same text; whitespace that touched markup is tidied (see test_clean_html)
+            assert got.split() == dj_html_text(text).split()
+        else:
+            assert got == text
 
 
 def test_clean_html_mapper_matches_data_juicers_parser():
@@ -193,10 +196,9 @@ def test_clean_html_mapper_matches_data_juicers_parser():
         return lexbor.LexborHTMLParser(raw).text()
 
     got, expected = mapped("clean_html_mapper", html_rows), [dj(t) for t in html_rows]
-    # The HTML5 parser moves or drops whitespace where the document's head ends and its body
-    # starts; sluice keeps whitespace as written. The rest is the same text.
+    # The same text; sluice tidies the whitespace that touched markup, and the HTML5 parser
+    # moves some where a document's head ends.
     assert ["".join(g.split()) for g in got] == ["".join(e.split()) for e in expected]
-    assert sum(g == e for g, e in zip(got, expected)) >= 0.8 * len(got)
 
 
 # ---- filters ----

@@ -83,8 +83,10 @@ def test_clean_html():
             "<ul><li>cod</li><li>haddock</li></ul><br/>Bye&#33;</body></html>")
     code = "def f(x):\n    if x < 3 and x > 1:\n\n        return '&amp;'\n"
     out = run("clean_html_mapper", [page, "no markup: 3 < 4 and 5 > 2", code, "", None])
-    assert out[0] == "Menu\n  Fish & ChipsPrice: £5 — fresh daily.\n*cod\n*haddockBye!"
+    assert out[0] == "Menu\nFish & ChipsPrice: £5 — fresh daily.\n*cod\n*haddockBye!"
     assert out[1:] == ["no markup: 3 < 4 and 5 > 2", code, "", None]  # no markup: as it is
+    indented = "<div>\n    <p>Two  spaces,\n\n  a blank line, <b>bold</b> text.</p>\n</div>\n"
+    assert run("clean_html_mapper", [indented]) == ["Two  spaces,\n\n  a blank line, bold text."]
 
 
 def test_remove_repeat_sentences():

@@ -172,24 +172,36 @@ class clean_ip_mapper(RegexCleanMapper):
 _MARKUP = r"</?[A-Za-z][^>]*>|<![^>]*>|<\?[^>]*>"
 
 
+def _tidy_markup(text: str, marker: str) -> str:
+    """`text` with `marker` where markup was: whitespace runs that touch markup become one
+    newline if they hold one, else lose only the markers; at the text's ends they go."""
+    m = re.escape(marker)
+    text = re.sub(rf"^[\s{m}]*{m}[\s{m}]*|[\s{m}]*{m}[\s{m}]*$", "", text)
+    return re.sub(rf"[\s{m}]*{m}[\s{m}]*",
+                  lambda run: "\n" if "\n" in run.group() else run.group().replace(marker, ""), text)
+
+
 @register
 class clean_html_mapper(TextMapper):
     """Turns HTML into its text, as Data-Juicer does (its parser's text of the document):
     removes tags, comments and doctypes, unescapes entities ('&amp;' -> '&'), and starts a
-    '*' line at each '<li>' and '<ol>'; the text between tags is kept as it is, whitespace
-    included. Unlike Data-Juicer, the contents of script and style elements are dropped
-    (Data-Juicer keeps the code as text). A row without markup is left as it is."""
+    '*' line at each '<li>' and '<ol>'. The text between tags is kept as it is; whitespace that
+    touches markup (the indentation and line breaks of the markup) becomes one line break,
+    or goes where it held none, and the text's leading and trailing markup whitespace goes.
+    Unlike Data-Juicer, the contents of script and style elements are dropped (Data-Juicer
+    keeps the code as text). A row without markup is left as it is. Per-row Python for the
+    rows with markup."""
 
     def transform(self, text):
         def clean(rows):
+            marker = free_marker(rows)
             rows = pc.replace_substring_regex(
-                rows, r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>", "")
+                rows, r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>", marker)
             for tag, replacement in (("<li>", "\n*"), ("</li>", ""), ("<ol>", "\n*"), ("</ol>", "")):
                 rows = pc.replace_substring(rows, tag, replacement)
-            rows = pc.replace_substring_regex(rows, _MARKUP, "")
-            return _apply_where(rows, r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?",
-                                lambda part: pa.array([html.unescape(t) for t in part.to_pylist()],
-                                                      type=part.type))
+            rows = pc.replace_substring_regex(rows, _MARKUP, marker)
+            return pa.array([None if t is None else html.unescape(_tidy_markup(t, marker))
+                             for t in rows.to_pylist()], type=rows.type)
 
         return _apply_where(text, _MARKUP + r"|<!--", clean)
 
