@@ -168,12 +168,16 @@ class die_once_mapper(Mapper):
         return table
 
 
+def write_files(folder: Path, files: int, rows: int, text) -> Path:
+    """`files` jsonl files of `rows` rows; row i of file k has the text `text(k, i)`."""
+    folder.mkdir()
+    for k in range(files):
+        (folder / f"{k}.jsonl").write_text("".join(json.dumps({"text": text(k, i)}) + "\n" for i in range(rows)))
+    return folder
+
+
 def test_a_worker_killed_in_a_fused_stage_before_and_after_a_dedup_changes_nothing(ray_session, tmp_path):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for k in range(3):
-        (inputs / f"{k}.jsonl").write_text("".join(json.dumps({"text": f"file {k % 2} row {i} words"}) + "\n"
-                                               for i in range(40)))
+    inputs = write_files(tmp_path / "in", 3, 40, lambda k, i: f"file {k % 2} row {i} words")
     ops = [die_once_mapper(word="file 1 row 7", marker=str(tmp_path / "died-reading")),
            create_operator("document_deduplicator"),
            die_once_mapper(word="file 0 row 3", marker=str(tmp_path / "died-after-dedup"))]
@@ -190,11 +194,7 @@ def test_a_worker_killed_in_a_fused_stage_before_and_after_a_dedup_changes_nothi
 
 def test_a_worker_killed_during_the_dedup_shuffle_changes_nothing(ray_session, tmp_path):
     """A thread kills the first worker that runs the exact dedup's hash aggregate (SIGKILL)."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for k in range(4):
-        (inputs / f"{k}.jsonl").write_text("".join(json.dumps({"text": f"row {i % 2000} words {k % 2}"}) + "\n"
-                                               for i in range(5_000)))
+    inputs = write_files(tmp_path / "in", 4, 5_000, lambda k, i: f"row {i % 2000} words {k % 2}")
     killed = []
 
     def kill_the_shuffle():
