@@ -11,7 +11,8 @@ actor, the ledger, collects per-operator row counts, seconds, stat samples and t
 later stages from every task, so the run summary accounts for every row read and the driver
 writes those rejects.
 
-An operator that raises on a slice rejects that slice's rows with the error; a block on which a
+An operator that raises on a slice is run again on each of its rows alone: the rows it fails on
+are rejected with the error (or, without skip_op_error, stop the run); a block on which a
 worker died CRASHES times is rejected on the next try; columns whose types differ between
 blocks (beyond what Arrow promotes) become JSON text where blocks meet and in Parquet output.
 """
