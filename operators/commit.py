@@ -123,6 +123,8 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
         folder.resumed = True
         for name in ("data", "rejects"):  # written after the checkpoints: redone from them
             shutil.rmtree(partial / name, ignore_errors=True)
+        for name in (SUMMARY, "report.html"):  # a run killed while moving into place wrote these
+            (partial / name).unlink(missing_ok=True)
         return folder
     if partial.exists():
         shutil.rmtree(partial)
