@@ -537,8 +537,10 @@ def json_text(values: list) -> pa.Array:
 def write_dataset(ds, path: str, fmt: str) -> None:
     if fmt == "parquet":
         ds.write_parquet(path)
-    elif fmt == "jsonl":
-        ds.write_json(path)
+    elif fmt == "jsonl":  # shards of JSON lines end .jsonl (Ray's default is .json)
+        from ray.data.datasource import FilenameProvider
+
+        ds.write_json(path, filename_provider=FilenameProvider(file_format="jsonl"))
     else:
         raise InputError(f"unknown output format '{fmt}'; use parquet or jsonl")
 

@@ -159,3 +159,11 @@ def test_the_tracer_writes_what_each_operator_changed_or_dropped(tmp_path, ray_s
     path.write_text(config.format(only="op_list_to_trace: [text_length_filter]\n"))
     load_recipe(str(path)).run(quiet=True)
     assert [p.name for p in trace.iterdir()] == ["filter-text_length_filter.jsonl"]
+
+
+def test_shards_of_json_lines_end_jsonl(tmp_path, ray_session):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    result = Pipeline([]).run(str(data), tmp_path / "out", output_format="jsonl", quiet=True)
+    names = [p.name for p in result.data_path.iterdir()]
+    assert names and all(n.endswith(".jsonl") for n in names) and result.table().num_rows == len(TEXTS)
