@@ -10,6 +10,7 @@ from sluice.sql_agent.rewrite.candidates import Candidate, RuleGenerator, Sqlglo
 from sluice.sql_agent.rewrite.llm import LLMGenerator, extract_sql
 from sluice.sql_agent.rewrite.mcts import MCTSGenerator
 from sluice.sql_agent.rewrite.pipeline import RewriteConfig, Rewriter
+from sluice.sql_agent.rewrite.rules import RULES
 from sluice.sql_agent.testing import make_shop_db
 
 
@@ -107,6 +108,22 @@ def test_ties_may_reorder_under_order_by(db):
     candidate = "SELECT status, o_id FROM orders ORDER BY status, o_id DESC"
     with rewriter(db, [Fixed(candidate)], min_speedup=1e-3) as rw:
         assert rw.rewrite(original).accepted
+
+
+def broken_rule(tree, profile):
+    return tree.args["no_such_part"]  # a bug: KeyError on every query
+
+
+def test_a_crashing_rule_is_its_candidates_error_and_the_others_still_run(db, monkeypatch):
+    monkeypatch.setitem(RULES, "broken", broken_rule)
+    sql = "SELECT DISTINCT region, count(*) AS n FROM customers GROUP BY region ORDER BY n DESC"
+    gens = [RuleGenerator(["broken", "distinct_redundant"]), MCTSGenerator(iterations=2)]
+    with rewriter(db, gens, min_speedup=1e-3) as rw:
+        res = rw.rewrite(sql)
+    r = reasons(res)
+    assert r["rule:broken"] == "rule broken crashed: KeyError: 'no_such_part'"
+    assert r["mcts"] == "rule broken crashed: KeyError: 'no_such_part'"  # the search meets it too
+    assert res.accepted and res.source == "rule:distinct_redundant"
 
 
 def test_bad_originals_raise_clear_errors(db):

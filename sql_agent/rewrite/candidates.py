@@ -15,7 +15,7 @@ from sqlglot.optimizer import optimize
 
 from ..duck import DIALECT, Result
 from ..schema import DatabaseProfile
-from .rules import RULES, apply_rule
+from .rules import RULES, RuleCrashed, apply_rule
 
 
 @dataclass
@@ -77,14 +77,26 @@ class RuleGenerator:
         self.rules = list(rules or RULES)
 
     def propose(self, ctx: RewriteContext) -> list[Candidate]:
-        out = []
+        """A rule that crashes becomes a candidate with that error and is left out of the
+        composition; the composition itself may still hit a crash, and then is one too."""
+        out, crashed = [], []
         for name in self.rules:
-            tree = apply_rule(name, ctx.tree, ctx.profile)
+            try:
+                tree = apply_rule(name, ctx.tree, ctx.profile)
+            except RuleCrashed as e:
+                out.append(Candidate("", f"rule:{name}", [name], error=str(e)))
+                crashed.append(name)
+                continue
             if tree is not None:
                 out.append(Candidate(tree.sql(DIALECT), f"rule:{name}", [name]))
-        if len(out) > 1:
-            tree, steps = compose_rules(ctx.tree, ctx.profile, self.rules)
-            out.append(Candidate(tree.sql(DIALECT), "rules:composed", steps))
+        if len(out) - len(crashed) > 1:
+            try:
+                tree, steps = compose_rules(ctx.tree, ctx.profile,
+                                            [n for n in self.rules if n not in crashed])
+            except RuleCrashed as e:
+                out.append(Candidate("", "rules:composed", error=str(e)))
+            else:
+                out.append(Candidate(tree.sql(DIALECT), "rules:composed", steps))
         return out
 
 

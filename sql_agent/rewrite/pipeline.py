@@ -24,6 +24,7 @@ from ..equivalence import compare, order_spec
 from ..perturb import perturbed_copies
 from ..schema import profile
 from .candidates import Candidate, Generator, Measurement, RewriteContext
+from .rules import RuleCrashed
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Rewriter:
                 candidates += gen.propose(ctx)
             except RecursionError:
                 candidates.append(Candidate("", gen.name, error="the query nests too deeply"))
-            except SqlError as e:
+            except (SqlError, RuleCrashed) as e:  # RuleCrashed: a rule crashed inside a search
                 candidates.append(Candidate("", gen.name, error=str(e)))
         reports = [run.verify(c) for c in candidates]
         accepted = [r for r in reports if r.verdict == "accepted"]

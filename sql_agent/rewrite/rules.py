@@ -20,13 +20,6 @@ Rule = Callable[[exp.Expression, DatabaseProfile], "exp.Expression | None"]
 NESTED = (exp.Select, exp.SetOperation, exp.Subquery)
 
 
-def own_nodes(node: exp.Expression, kind):
-    """Nodes of `kind` under `node`, not descending into nested queries."""
-    for n in node.walk(prune=lambda n: n is not node and isinstance(n, NESTED)):
-        if isinstance(n, kind) and not (n is not node and isinstance(n, NESTED)):
-            yield n
-
-
 def conjuncts(cond: exp.Expression | None) -> list[exp.Expression]:
     if cond is None:
         return []
@@ -526,10 +519,21 @@ RULES: dict[str, Rule] = {
 }
 
 
+class RuleCrashed(Exception):
+    """A rule raised instead of returning a tree or None: a bug in that rule. The rewriter
+    reports it as the error of the candidate the rule would have made."""
+
+
 def apply_rule(name: str, tree: exp.Expression, profile: DatabaseProfile) -> exp.Expression | None:
-    """Apply one rule; a rule that trips over an unusual tree counts as not applicable."""
+    """The rule's rewrite of `tree`, or None when the rule does not apply or changes nothing.
+    Raises RuleCrashed (the rule's own exception as its cause) when the rule raises; a
+    RecursionError passes through, since it is the query that nests too deeply."""
+    rule = RULES[name]
     try:
-        out = RULES[name](tree, profile)
-    except (KeyError, ValueError, AttributeError, TypeError):
-        return None
+        out = rule(tree, profile)
+    except RecursionError:
+        raise
+    except Exception as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RuleCrashed(f"rule {name} crashed: {type(e).__name__}: {detail}") from e
     return out if out is not None and out.sql() != tree.sql() else None
