@@ -154,8 +154,9 @@ class LLMOperator(EngineOperator):
             return system + [{"role": "user", "content": text}]
         return f"{self.system_prompt}\n\n{text}" if self.system_prompt else text
 
-    def run_batch(self, table: pa.Table, engine) -> pa.Table:
-        """Generate for the rows not yet rejected, then let the operator turn answers into columns."""
+    def run_batch(self, table: pa.Table, engine, *, analyze: bool = False) -> pa.Table:
+        """Generate for the rows not yet rejected, let the operator turn answers into columns,
+        then drop the rows it drops (none in an analyze-only run)."""
         if REJECT_COLUMN not in table.column_names:
             table = self.reject(table, pa.array([False] * table.num_rows), "")
         pending = pc.is_null(table.column(REJECT_COLUMN)).to_pylist()
@@ -168,11 +169,16 @@ class LLMOperator(EngineOperator):
         errors = [c.error if c is not None else None for c in completions]
         table = self.reject(table, pa.array([e is not None for e in errors]), pa.array(errors, pa.string()))
         answered = [c if c is not None and c.error is None else None for c in completions]
-        return self.finish(table.drop_columns([PROMPT_COLUMN, ROUTE_COLUMN]), answered)
+        table = self.finish(table.drop_columns([PROMPT_COLUMN, ROUTE_COLUMN]), answered)
+        return table if analyze else self.drop(table)
 
     def finish(self, table: pa.Table, completions: list[Completion | None]) -> pa.Table:
         """Add this operator's columns; `completions[i]` is None for rows already rejected."""
         raise NotImplementedError
+
+    def drop(self, table: pa.Table) -> pa.Table:
+        """`table` without the rows this operator drops, after `finish`; most drop none."""
+        return table
 
     def apply(self, ds, ctx):
         import ray
@@ -184,7 +190,8 @@ class LLMOperator(EngineOperator):
                    .materialize())
         log = ray.remote(num_cpus=0)(BatchLog).remote()
         out = buckets.map_batches(
-            EngineActor, fn_constructor_args=(self, log), batch_format="pyarrow", batch_size=None,
+            EngineActor, fn_constructor_args=(self, log, ctx.analyze), batch_format="pyarrow",
+            batch_size=None,
             compute=ray.data.ActorPoolStrategy(size=self.num_actors),
             num_gpus=self.num_gpus_per_actor or None,
             # On CPU, vLLM pins its threads to cores by default; engines sharing a node would
@@ -214,18 +221,18 @@ class LLMOperator(EngineOperator):
 
 class EngineActor:
     """Ray Data actor: one engine, loaded once, runs every bucket routed to this actor and
-    reports each batch to `log` (a `BatchLog` actor)."""
+    reports each batch to `log` (a `BatchLog` actor); `analyze`: drop no rows."""
 
-    def __init__(self, op: LLMOperator, log):
+    def __init__(self, op: LLMOperator, log, analyze: bool):
         import os
 
-        self.op, self.log, self.pid = op, log, os.getpid()
+        self.op, self.log, self.analyze, self.pid = op, log, analyze, os.getpid()
         self.engine = BatchEngine(op.engine_config())
 
     def __call__(self, table: pa.Table) -> pa.Table:
         import ray
 
-        out = self.op.run_batch(table, self.engine)
+        out = self.op.run_batch(table, self.engine, analyze=self.analyze)
         ray.get(self.log.add.remote({"actor": self.pid, **self.engine.last_report.to_dict()}))
         return out
 
@@ -331,16 +338,18 @@ class llm_score(LLMOperator):
 @register
 class llm_filter(llm_score):
     """Scores each row like `llm_score` (into `stats.<score_key>`) and keeps the rows whose
-    score lies within [min_score, max_score]; drops the rest. An unparseable answer is
-    rejected with the raw output."""
+    score lies within [min_score, max_score]; drops the rest (an analyze-only run drops
+    none). An unparseable answer is rejected with the raw output."""
 
     min_score: Optional[float] = param(3.0, doc="lowest score kept")
     max_score: Optional[float] = param(None, doc="highest score kept")
 
     def finish(self, table, completions):
-        key = STATS_PREFIX + self.score_key
-        table = self.parsed_column(table, completions, self.parse, key, pa.float64())
-        keep = pc.or_(in_range(table.column(key), self.min_score, self.max_score),
+        return self.parsed_column(table, completions, self.parse, STATS_PREFIX + self.score_key,
+                                  pa.float64())
+
+    def drop(self, table):
+        keep = pc.or_(in_range(table.column(STATS_PREFIX + self.score_key), self.min_score, self.max_score),
                       pc.is_valid(table.column(REJECT_COLUMN)))
         return table.filter(keep)
 

@@ -27,8 +27,8 @@ class ScriptedEngine:
         return [Completion(text=self.answer(p), prompt_tokens=1, output_tokens=1) for p in prompts]
 
 
-def run(op, rows, engine):
-    return op.run_batch(op.render(pa.Table.from_pylist(rows)), engine).to_pylist()
+def run(op, rows, engine, analyze=False):
+    return op.run_batch(op.render(pa.Table.from_pylist(rows)), engine, analyze=analyze).to_pylist()
 
 
 def test_score_parses_the_number_and_rejects_unparseable_answers_with_the_raw_output(tiny_model):
@@ -48,6 +48,14 @@ def test_filter_drops_rows_below_threshold_and_keeps_rejects_for_the_pipeline(ti
     assert [(r["text"], r["stats.llm_score"]) for r in out] == [("good", 5.0), ("fair", 3.0), ("odd", None)]
     assert out[2][REJECT_COLUMN].startswith("llm_filter: unparseable answer")
     assert PROMPT_COLUMN not in out[0] and ROUTE_COLUMN not in out[0]
+
+
+def test_filter_in_an_analyze_only_run_scores_every_row_and_drops_none(tiny_model):
+    op = llm_filter(model=tiny_model, prompt="{{ text }}", min_score=3, constrained=False)
+    answers = {"good": "5", "poor": "1", "odd": "none"}
+    out = run(op, [{"text": k} for k in answers], ScriptedEngine(lambda p: answers[p]), analyze=True)
+    assert [(r["text"], r["stats.llm_score"]) for r in out] == [("good", 5.0), ("poor", 1.0), ("odd", None)]
+    assert [r[REJECT_COLUMN] is None for r in out] == [True, True, False]
 
 
 def test_template_missing_field_or_empty_prompt_rejects_that_row_and_the_rest_complete(tiny_model):
@@ -113,17 +121,24 @@ def test_classify_on_vllm_answers_only_with_the_labels(engine, tiny_model):
     assert all(r["llm_label"] in labels and r[REJECT_COLUMN] is None for r in out)
 
 
-def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_model, tmp_path):
+TOO_LONG = "too long " + "model data row text score " * 800
+
+
+def llm_score_recipe(tmp_path, docs, model, min_score):
+    """The llm_score recipe on the tiny model over `docs`, with max_model_len 512."""
     data = tmp_path / "data"
     data.mkdir()
-    docs = [f"Document {i} explains how the data model stores each row of text." * 3 for i in range(10)]
-    docs += ["too long " + "model data row text score " * 800, "tiny"]
     (data / "web.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    recipe = load_recipe("llm_score", {
-        "model": tiny_model, "load_format": "dummy", "enforce_eager": "true",
+    return load_recipe("llm_score", {
+        "model": model, "load_format": "dummy", "enforce_eager": "true",
         "max_model_len": "512", "data_dir": str(data), "output": str(tmp_path / "out"),
-        "min_score": "3"})
-    result = recipe.run(quiet=True)
+        "min_score": str(min_score)})
+
+
+def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_model, tmp_path):
+    docs = [f"Document {i} explains how the data model stores each row of text." * 3 for i in range(10)]
+    docs += [TOO_LONG, "tiny"]
+    result = llm_score_recipe(tmp_path, docs, tiny_model, 3).run(quiet=True)
     s = result.summary
     assert s["rows_read"] == 12 and s["accounted"]
     assert s["dropped"].get("text_length_filter") == 1                 # "tiny"
@@ -137,3 +152,12 @@ def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_mod
     assert pc.all(pc.is_in(kept.column("text"), pa.array(docs))).as_py()
     report = result.report_path.read_text()
     assert "llm_filter: engine batches" in report and "cached_tokens" in report
+
+
+def test_llm_filter_in_an_analyze_only_run_drops_nothing_through_ray_data(ray_session, tiny_model, tmp_path):
+    docs = [f"Document {i} is scored by the model but never dropped." * 3 for i in range(3)] + [TOO_LONG]
+    # min_score above the scale: a run that drops would drop every scored row
+    result = llm_score_recipe(tmp_path, docs, tiny_model, 6).run(analyze=True, quiet=True)
+    s = result.summary
+    assert s["dropped"] == {} and s["rejected"] == {"llm_filter": 1} and s["rows_kept"] == 3
+    assert all(1 <= x <= 5 for x in result.table().column("stats.llm_score").to_pylist())
