@@ -19,7 +19,6 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None          # top-k logprobs per generated token
     choices: tuple[str, ...] | None = None  # structured output: answer is one of these
-    json_schema: str | None = None        # structured output: answer matches this JSON schema
 
 
 @dataclass

@@ -108,11 +108,7 @@ def to_vllm(p: SamplingParams):
     from vllm import SamplingParams as VSamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    structured = None
-    if p.choices is not None:
-        structured = StructuredOutputsParams(choice=list(p.choices))
-    elif p.json_schema is not None:
-        structured = StructuredOutputsParams(json=p.json_schema)
+    structured = StructuredOutputsParams(choice=list(p.choices)) if p.choices is not None else None
     return VSamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
                            seed=p.seed, stop=list(p.stop) or None, ignore_eos=p.ignore_eos,
                            logprobs=p.logprobs, structured_outputs=structured)

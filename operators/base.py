@@ -24,7 +24,7 @@ import difflib
 import re
 import types
 import typing
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -387,5 +387,5 @@ __all__ = [
     "Operator", "Mapper", "Filter", "Deduplicator", "Selector", "ParamError", "ParamSpec",
     "param", "register", "create_operator", "param_problems", "as_number", "get_operator",
     "OPERATORS", "in_range",
-    "STATS_PREFIX", "REJECT_COLUMN", "ID_COLUMN", "SOURCE_COLUMN", "Optional",
+    "STATS_PREFIX", "REJECT_COLUMN", "ID_COLUMN", "SOURCE_COLUMN",
 ]

@@ -564,7 +564,7 @@ class Pipeline:
         check_shared(folder.target, shared_fs)
         self.ship_user_code()
         configure_ray_data(quiet)
-        ctx = RunContext(output_dir=folder.target, seed=seed, analyze=analyze,
+        ctx = RunContext(output_dir=folder.target, analyze=analyze,
                          num_cpus=int(ray.cluster_resources().get("CPU", 1)),
                          sources={s.source_name(): s for s in sources})
         ledger = ray.remote(num_cpus=0)(Ledger).remote(seed)
