@@ -7,6 +7,7 @@ import inspect
 import re
 import sys
 import textwrap
+from importlib.metadata import version
 
 from sluice.serving.engine_cli import add_engine_commands
 from sluice.serving.serve_cli import add_serve_command
@@ -120,15 +121,21 @@ EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe file, or a built-in recipe name such as webtext_clean")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="template variable for the recipe's {{ KEY }} (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Data for LLMs and LLMs for data, on Ray Data.",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('sluice')}",
+                        help="print the installed sluice's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a recipe (a YAML file or a built-in recipe name)")
-    run.add_argument("recipe", help="recipe file, or a built-in recipe name such as webtext_clean")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="template variable for the recipe's {{ KEY }} (repeatable)")
+    _recipe_arguments(run)
     run.add_argument("--ray-address", help="address of a running Ray cluster (default: local Ray)")
     run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -141,12 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a recipe without running it")
-    validate.add_argument("recipe")
-    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _recipe_arguments(validate)
     validate.set_defaults(func=cmd_validate)
 
     ops = sub.add_parser("ops", help="list operators, or show one with its parameters")
-    ops.add_argument("name", nargs="?")
+    ops.add_argument("name", nargs="?", help="an operator to show with its parameters (default: list them all)")
     ops.add_argument("--data-juicer", action="store_true",
                      help="Data-Juicer's text operators: which run, which need a model file, which are missing")
     ops.set_defaults(func=cmd_ops)

@@ -15,7 +15,7 @@ def add_ask_command(sql_sub) -> None:
                     "styles, sandboxed execution with revision, selection by result clusters "
                     "and unit tests: one workflow on the embedded online engine. Exit 0 with an "
                     "answer, 1 when no candidate gave valid SQL, 2 for bad input.")
-    ask.add_argument("question")
+    ask.add_argument("question", help="the question, in words")
     ask.add_argument("--db", required=True, help="the DuckDB database file (opened read-only)")
     ask.add_argument("--model", required=True, help="local model directory or hub id")
     ask.add_argument("--dummy-weights", action="store_true",
