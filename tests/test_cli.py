@@ -81,6 +81,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.cluster
 def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(recipe, tmp_path, monkeypatch):
     """`ray start --head` plus a second node on this machine; `--block` keeps each node's
     processes under one parent we stop, so no other Ray on the machine is touched. A local

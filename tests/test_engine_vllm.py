@@ -9,6 +9,7 @@ import pytest
 from sluice.engine import BatchEngine, EngineConfig, EngineConfigError, SamplingParams
 
 pytest_plugins = ["engine_fixtures"]
+pytestmark = pytest.mark.vllm
 
 FIXED = SamplingParams(max_tokens=3, ignore_eos=True)
 

@@ -103,6 +103,7 @@ def test_bad_settings_fail_at_construction_before_any_data_is_read(tmp_path, tin
         llm_classify(model=tiny_model, labels=["only"])
 
 
+@pytest.mark.vllm
 def test_generate_on_vllm_with_logprobs_and_a_too_long_prompt(engine, tiny_model):
     op = llm_generate(model=tiny_model, prompt="{{ text }}", max_tokens=4, ignore_eos=True,
                       logprobs=True, max_model_len=512)
@@ -114,6 +115,7 @@ def test_generate_on_vllm_with_logprobs_and_a_too_long_prompt(engine, tiny_model
         assert len(r["llm_output_logprobs"]) == 4 and all(lp <= 0 for lp in r["llm_output_logprobs"])
 
 
+@pytest.mark.vllm
 def test_classify_on_vllm_answers_only_with_the_labels(engine, tiny_model):
     labels = ["news", "code", "spam"]
     op = llm_classify(model=tiny_model, labels=labels, temperature=1.0, seed=5)
@@ -135,6 +137,7 @@ def llm_score_recipe(tmp_path, docs, model, min_score):
         "min_score": str(min_score)})
 
 
+@pytest.mark.vllm
 def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_model, tmp_path):
     docs = [f"Document {i} explains how the data model stores each row of text." * 3 for i in range(10)]
     docs += [TOO_LONG, "tiny"]
@@ -154,6 +157,7 @@ def test_llm_score_recipe_runs_end_to_end_through_ray_data(ray_session, tiny_mod
     assert "llm_filter: engine batches" in report and "cached_tokens" in report
 
 
+@pytest.mark.vllm
 def test_llm_filter_in_an_analyze_only_run_drops_nothing_through_ray_data(ray_session, tiny_model, tmp_path):
     docs = [f"Document {i} is scored by the model but never dropped." * 3 for i in range(3)] + [TOO_LONG]
     # min_score above the scale: a run that drops would drop every scored row

@@ -12,6 +12,7 @@ from sluice.engine import (CallError, DeadlinePassed, EngineDead, FCFS, OnlineEn
                            SamplingParams, Stage, UnknownStage, Workflow)
 
 pytest_plugins = ["engine_fixtures"]
+pytestmark = pytest.mark.vllm
 
 WORDS = ["the", "data", "row", "text", "model", "score", "label", "filter", "ka", "lo"]
 

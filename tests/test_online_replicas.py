@@ -12,6 +12,7 @@ from sluice.engine.dispatch import Balanced
 from sluice.engine.replicas import ReplicaSet, cpu_shares
 
 pytest_plugins = ["engine_fixtures"]
+pytestmark = pytest.mark.vllm
 
 WORDS = ["the", "data", "row", "text", "model", "score", "label", "filter", "ka", "lo"]
 

@@ -18,7 +18,7 @@ import pytest
 from sluice.engine.testing import build_tiny_model
 from sluice.sql_agent.testing import make_shop_db
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 KEY, OTHER_KEY = "test-key-alice-0123456789", "test-key-bob-0123456789"
 MAX_BODY = 65536

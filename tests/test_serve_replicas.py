@@ -16,7 +16,7 @@ import pytest
 from sluice.engine.testing import build_tiny_model
 from test_serve_api import _wait_healthy, free_port, metric
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

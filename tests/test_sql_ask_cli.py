@@ -16,6 +16,7 @@ def db(tmp_path_factory):
     return make_shop_db(tmp_path_factory.mktemp("ask") / "shop.duckdb")
 
 
+@pytest.mark.vllm
 def test_ask_on_the_tiny_model_says_no_valid_sql_with_reasons(db, tiny_model, tmp_path, capsys):
     code = main(["sql", "ask", "--db", db, "--model", tiny_model, "--dummy-weights", "--json",
                  "--candidates", "2", "--revisions", "1", "--cache-dir", str(tmp_path),

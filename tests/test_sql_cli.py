@@ -101,6 +101,7 @@ def test_bad_input_one_line_and_nonzero_exit(env, capsys, monkeypatch, tmp_path,
         assert con.execute("SELECT count(*) FROM orders").fetchone() == (4000,)
 
 
+@pytest.mark.vllm
 def test_llm_path_on_the_tiny_dummy_weight_model(env, capsys, tmp_path):
     from sluice.engine.testing import build_tiny_model
 

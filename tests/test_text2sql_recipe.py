@@ -12,6 +12,7 @@ from sluice.sql_agent.testing import make_shop_db
 pytest_plugins = ["engine_fixtures"]
 
 
+@pytest.mark.vllm
 def test_text2sql_recipe_accounts_for_every_question(ray_session, tiny_model, tmp_path):
     db = make_shop_db(tmp_path / "shop.duckdb")
     questions = [{"question": "How many orders shipped?", "db": "shop"},
