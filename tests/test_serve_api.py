@@ -261,17 +261,23 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
     proc, base = server
     done = {}
 
+    started = threading.Event()
+
     def long_stream():
         with client.stream("POST", "/v1/completions", json=HOLD) as r:
-            done["events"] = [line for line in r.iter_lines() if line]
+            events = []
+            for line in r.iter_lines():
+                if line:
+                    events.append(line)
+                    started.set()
+            done["events"] = events
 
     wait_idle(client)
     thread = threading.Thread(target=long_stream)
     thread.start()
-    deadline = time.monotonic() + 30
-    while client.get("/health").json()["inflight"] == 0:
-        assert time.monotonic() < deadline, "the long request never started"
-        time.sleep(0.05)
+    # the long stream itself is running (a request of an earlier test still finishing would
+    # also count as in flight, and SIGTERM then refuses the stream before it starts)
+    assert started.wait(30), "the long request never started"
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     health = httpx.get(f"{base}/health")
