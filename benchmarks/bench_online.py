@@ -190,7 +190,7 @@ def tiny_config(args) -> EngineConfig:
     model = build_tiny_model(tempfile.mkdtemp(prefix="sluice-bench-online-"), layers=args.layers,
                              hidden=args.hidden)
     return EngineConfig(model=str(model), load_format="dummy", enforce_eager=True,
-                        dtype="float32", max_model_len=2048)
+                        dtype="float32", max_model_len=2048, kv_cache_tokens=args.kv_cache_tokens)
 
 
 def random_questions(rng, n) -> list[Question]:
@@ -225,7 +225,8 @@ async def main(args):
         engine.schedule = Schedule(policy=FCFS(), max_inflight_seqs=None)
         base, profile = await profile_standard(engine, workload)
         print(f"model: {args.layers} layers x {args.hidden}; token scale {args.token_scale}; "
-              f"{args.workflows} workflows per run; sluice in-flight bound {args.inflight} sequences")
+              f"{args.workflows} workflows per run; sluice in-flight bound {args.inflight} sequences; "
+              f"KV cache {engine.kv_cache_tokens} tokens")
         print(f"standalone standard workflow (15 calls): {base:.3f} s (median of 3) = base SLO")
         results = {"base_slo_s": base, "args": vars(args), "rates": {}}
         if args.simulate:
@@ -463,6 +464,9 @@ if __name__ == "__main__":
                         help="arrival rates as workflows arriving per base-SLO time (rate x base)")
     parser.add_argument("--scales", type=float, nargs="+", default=list(ALL_SCALES))
     parser.add_argument("--inflight", type=int, default=8, help="sluice's in-flight sequence bound")
+    parser.add_argument("--kv-cache-tokens", type=int,
+                        help="vLLM's KV cache in tokens (default: vLLM sizes it from memory); "
+                             "a small cache makes plain vLLM queue requests, as a full GPU does")
     parser.add_argument("--simulate", action="store_true",
                         help="replay on the simulator instead (call times fitted on one real run)")
     parser.add_argument("--sim-workflows", type=int, default=200)
