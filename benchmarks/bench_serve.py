@@ -22,7 +22,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import httpx
 import psutil
 
 from sluice.engine.testing import build_tiny_model
+from sluice.serving.testing import free_port, wait_healthy
 from sluice.sql_agent.testing import make_shop_db
 
 MAX_MODEL_LEN, KV_TOKENS, BLOCK = 2048, 65536, 32
@@ -50,27 +50,15 @@ class Result:
     deadline_s: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(command: list[str], base: str, log: Path, startup_s: float = 600) -> subprocess.Popen:
-    out = open(log, "w")
-    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + startup_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    sys.exit(f"server did not start in {startup_s:.0f} s; see {log}")
+    proc = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_healthy(proc, base, log, startup_s)
+    except (RuntimeError, TimeoutError) as e:
+        proc.kill()
+        sys.exit(str(e))
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

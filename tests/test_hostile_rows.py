@@ -222,6 +222,8 @@ def test_large_string_text_reaches_every_row_local_operator(ray_session, tmp_pat
     for name, cls in sorted(OPERATORS.items()):
         if not (cls.row_local or issubclass(cls, Deduplicator)):
             continue
+        if not cls.__module__.startswith("sluice."):     # registered by another test's module
+            continue
         op = create_operator(name, required.get(name))
         if isinstance(op, Filter):
             op.keep(op.with_stats(table))

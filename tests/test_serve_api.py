@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from sluice.engine.testing import build_tiny_model
+from sluice.serving.testing import free_port, wait_healthy
 from sluice.sql_agent.testing import make_shop_db
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
@@ -25,12 +25,6 @@ MAX_BODY = 65536
 STARTUP_S = 480
 HOLD = {"model": "tiny", "prompt": "hold", "max_tokens": 6000, "ignore_eos": True, "stream": True,
         "slo_ms": 600_000}     # a long stream that holds its slot (and meets its deadline)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ drain: {{grace_s: 60}}
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(proc, base, root / "server.log")
+        wait_healthy(proc, base, root / "server.log", STARTUP_S)
         yield proc, base
     finally:
         if proc.poll() is None:
@@ -70,20 +64,6 @@ drain: {{grace_s: 60}}
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
-
-
-def _wait_healthy(proc, base: str, log_path) -> None:
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"the server did not become healthy in {STARTUP_S} s")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from sluice.engine.testing import build_tiny_model
-from test_serve_api import _wait_healthy, free_port, metric
+from sluice.serving.testing import free_port, wait_healthy
+from test_serve_api import STARTUP_S, metric
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -37,7 +38,7 @@ drain: {grace_s: 30}
                              str(root / "serve.yaml"), "--port", str(port), "--replicas", "2"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}", root / "server.log")
+        wait_healthy(proc, f"http://127.0.0.1:{port}", root / "server.log", STARTUP_S)
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:
