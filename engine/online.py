@@ -267,8 +267,6 @@ class OnlineEngine:
             raise CallError(error)
         now = self._clock()
         if workflow is not None:
-            if stage is None:
-                raise CallError(f"workflow {workflow.id}: a workflow call must name its stage")
             deadline = workflow.deadline_for(stage, now, self.estimator.stage_time)
         elif deadline is not None:
             deadline.check(now)

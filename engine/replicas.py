@@ -204,8 +204,6 @@ class ReplicaSet:
             raise CallError(error)
         deadline, kind = None, stage or "call"
         if workflow is not None:
-            if stage is None:
-                raise CallError(f"workflow {workflow.id}: a workflow call must name its stage")
             now = time.monotonic()
             deadline = workflow.deadline_for(stage, now, self.estimator.stage_time)
             kind, deadline = deadline.kind, deadline.relative(now)

@@ -164,10 +164,12 @@ class Workflow:
     def started(self, stage: str) -> bool:
         return stage in self._stage_deadlines
 
-    def deadline_for(self, stage: str, now: float,
+    def deadline_for(self, stage: str | None, now: float,
                      stage_time: Callable[[Stage], float]) -> "CallDeadline":
         """Check a call to `stage` issued at `now` and say where it stands (raises the call's
         error, as `check_call`)."""
+        if stage is None:
+            raise CallError(f"workflow {self.id}: a workflow call must name its stage")
         self.check_call(stage, now)
         return CallDeadline(self.plan.get(stage).kind, stage, self.id,
                             self.stage_deadline(stage, now, stage_time), self.deadline,
