@@ -3,8 +3,9 @@ pyarrow.compute expression. The source is parsed with `ast` and only the constru
 are translated; nothing is ever evaluated as Python.
 
 Supported: field names (`stats.text_len`, `meta.lang`: a flat column with a dotted name or a
-struct field), numbers, strings, True/False, comparisons (chained too), `and`/`or`/`not`,
-`+ - * /` and unary minus, `x is None` / `x is not None`, `x in [...]` / `x not in [...]`.
+struct field, as `fields.locate_field` finds them), numbers, strings, True/False, comparisons
+(chained too), `and`/`or`/`not`, `+ - * /` and unary minus, `x is None` / `x is not None`,
+`x in [...]` / `x not in [...]`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+
+from .fields import field_expression
 
 SUPPORTED = ("fields, numbers, strings, True/False, comparisons, and/or/not, + - * /, "
              "'is None', 'in [...]'")
@@ -137,23 +140,6 @@ def _reduce(parts: list[Builder], resolve, combine) -> pc.Expression:
     return result
 
 
-def resolve_field(schema: pa.Schema, path: tuple[str, ...]) -> pc.Expression:
-    """The field `a.b.c`: a column named 'a.b.c', or column 'a.b' with struct field 'c', or
-    column 'a' with nested struct fields 'b' then 'c' (the longest column name wins)."""
-    for split in range(len(path), 0, -1):
-        column = ".".join(path[:split])
-        if column not in schema.names:
-            continue
-        field_type, nested = schema.field(column).type, path[split:]
-        for name in nested:
-            if not pa.types.is_struct(field_type) or field_type.get_field_index(name) < 0:
-                break
-            field_type = field_type.field(name).type
-        else:
-            return pc.field(column, *nested)
-    raise ValueError(f"field '{'.'.join(path)}' is not in the data; fields: {', '.join(schema.names)}")
-
-
 class CompiledExpression:
     """A checked expression, turned into an Arrow expression once the schema is known."""
 
@@ -162,7 +148,7 @@ class CompiledExpression:
         self._build = build
 
     def to_arrow(self, schema: pa.Schema) -> pc.Expression:
-        return self._build(lambda path: resolve_field(schema, path))
+        return self._build(lambda path: field_expression(schema, path))
 
     def evaluate(self, table: pa.Table) -> pa.Array:
         """Boolean mask over `table`; null results count as false."""

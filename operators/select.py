@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import ID_COLUMN, SOURCE_COLUMN, ParamError, Selector, param, register
+from .fields import field_values
 
 RANK_COLUMN = "__rank__"
 FIELD_COLUMN = "__select_key__"
@@ -80,19 +81,6 @@ def take_lowest_ranks(ds, targets: dict[str, int], counts: dict[str, int]):
             return candidates.map_batches(_below, batch_format="pyarrow", fn_kwargs={"cutoffs": thresholds})
 
 
-def field_values(table: pa.Table, key: str):
-    """A column by name, or a nested struct field by dotted path (meta.score)."""
-    if key in table.column_names:
-        return table.column(key)
-    head, _, rest = key.partition(".")
-    if head not in table.column_names or not rest:
-        raise ParamError("selector", "field_key", f"no field '{key}' in the data (columns: {', '.join(table.column_names)})")
-    column = table.column(head)
-    for part in rest.split("."):
-        column = pc.struct_field(column, part)
-    return column
-
-
 @register
 class topk_specified_field_selector(Selector):
     """Keeps the rows with the highest (or, with reverse=false, lowest) values of a field or
@@ -108,7 +96,10 @@ class topk_specified_field_selector(Selector):
             raise ParamError(self.name, "topk", "set topk or top_ratio")
 
     def prepare(self, table: pa.Table) -> pa.Table:
-        return table.append_column(FIELD_COLUMN, field_values(table, self.field_key))
+        try:
+            return table.append_column(FIELD_COLUMN, field_values(table, self.field_key))
+        except ValueError as e:
+            raise ParamError(self.name, "field_key", str(e)) from None
 
     def apply(self, ds, ctx):
         n = ds.count()
