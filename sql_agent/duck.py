@@ -124,8 +124,8 @@ def check_query(sql: str) -> exp.Expression:
 
 
 def quote_ident(name: str) -> str:
-    """A DuckDB identifier, quoted: the only way a table or column name enters SQL text."""
-    return '"' + name.replace('"', '""') + '"'
+    """A DuckDB identifier, quoted by sqlglot: the only way a table or column name enters SQL text."""
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
 
 
 @dataclass

@@ -133,3 +133,16 @@ def test_perturbed_copies(db, tmp_path):
     assert customers == 500 and events > distinct_events  # keyed table kept, log duplicated
     assert counts["subsample"][0] < 500
     assert perturbed_copies(db, tmp_path) == copies
+
+
+def test_table_and_column_names_that_need_quoting(tmp_path):
+    """Names holding a double quote, a space or a keyword reach SQL only through quote_ident."""
+    path = tmp_path / "odd.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute('CREATE TABLE "my ""odd"" table" ("select" INTEGER, "two words" VARCHAR)')
+        con.execute("INSERT INTO \"my \"\"odd\"\" table\" VALUES (1, 'a'), (2, NULL)")
+    with Sandbox(path) as sb:
+        table = profile(sb, tmp_path / "cache").table('my "odd" table')
+        assert table.rows == 2 and table.column("two words").null_fraction == 0.5
+    with Sandbox(perturbed_copies(path, tmp_path / "cache")["nulls"]) as sb:
+        assert sb.query('SELECT count(*) FROM "my ""odd"" table"').rows == [(2,)]
