@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from .base import ID_COLUMN, SOURCE_COLUMN, ParamError, Selector, param, register
 from .fields import field_values
+from .splitmix import GOLDEN_GAMMA, splitmix64_mix
 
 RANK_COLUMN = "__rank__"
 FIELD_COLUMN = "__select_key__"
@@ -22,10 +23,7 @@ FIELD_COLUMN = "__select_key__"
 
 def row_uniforms(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) value per row id (splitmix64 of id and seed)."""
-    z = ids.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    z = splitmix64_mix(ids.astype(np.uint64) + np.uint64((seed * GOLDEN_GAMMA) & 0xFFFFFFFFFFFFFFFF))
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 

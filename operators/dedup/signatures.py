@@ -28,13 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.operators.splitmix import GOLDEN_GAMMA
+from sluice.operators.string_buffers import string_buffers
+
 TOKENIZATIONS = ("space", "punctuation", "character")
 MAX_HASH = np.uint32(0xFFFFFFFF)
 
 _M32 = np.uint64(0xFFFFFFFF)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_COMBINE = np.uint64(0x9E3779B97F4A7C15)
+_COMBINE = np.uint64(GOLDEN_GAMMA)
 _SPACE = 32
 _U8, _U13, _U16, _U24 = np.uint64(8), np.uint64(13), np.uint64(16), np.uint64(24)
 _C1, _C2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
@@ -101,15 +104,6 @@ def normalize(texts, shingling: Shingling) -> pa.Array:
     return texts
 
 
-def _buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, int64 offsets of each string) without copying the bytes."""
-    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    _, offsets_buf, data_buf = strings.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[strings.offset:strings.offset + len(strings) + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    return data, offsets.astype(np.int64)
-
-
 def units(texts, shingling: Shingling):
     """Byte ranges of every unit: (data, unit starts, unit ends, per-document unit offsets)."""
     texts = normalize(texts, shingling)
@@ -118,13 +112,13 @@ def units(texts, shingling: Shingling):
         texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, texts.type), texts)
         pieces = pc.split_pattern_regex(texts, pattern=r"\p{P}")
         values = pieces.values if not isinstance(pieces, pa.ChunkedArray) else pieces.combine_chunks().values
-        data, value_offsets = _buffers(values)
+        data, value_offsets = string_buffers(values)
         list_offsets = np.asarray(pieces.offsets, dtype=np.int64)
         first = list_offsets[0]
         starts = value_offsets[first:list_offsets[-1]]
         ends = value_offsets[first + 1:list_offsets[-1] + 1]
         return data, starts, ends, list_offsets - first
-    data, offsets = _buffers(texts)
+    data, offsets = string_buffers(texts)
     if shingling.tokenization == "space":
         return (data, *_split_spaces(data, offsets))
     return (data, *_split_chars(data, offsets))

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.operators.string_buffers import string_buffers
+
 
 @numba.njit(cache=True, nogil=True)
 def _log_probabilities(data, offsets, next_state, state_logp, prior):
@@ -67,11 +69,7 @@ class BatchLanguageIdentifier:
         prepared = pc.replace_substring(pc.utf8_lower(pc.fill_null(text, "")), "\n", " ")
         if isinstance(prepared, pa.ChunkedArray):
             prepared = prepared.combine_chunks()
-        prepared = prepared.cast(pa.large_string())
-        offsets = np.frombuffer(prepared.buffers()[1], dtype=np.int64)[
-            prepared.offset:prepared.offset + len(prepared) + 1]
-        raw = prepared.buffers()[2]
-        data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, dtype=np.uint8)
+        data, offsets = string_buffers(prepared)
         logp = _log_probabilities(data, offsets, self.next_state, self.state_logp, self.prior)
         best = logp.argmax(axis=1)
         score = 1.0 / np.exp(logp - logp[np.arange(len(best)), best][:, None]).sum(axis=1)

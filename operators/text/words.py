@@ -16,8 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.operators.base import ParamError
+from sluice.operators.splitmix import GOLDEN_GAMMA, splitmix64_mix
+from sluice.operators.string_buffers import string_buffers
 
 MAX_CODEPOINT = 0x110000
+_GOLDEN = np.uint64(GOLDEN_GAMMA)  # base of the polynomial hashes of words and n-grams
 
 
 def text_array(op, table: pa.Table) -> pa.Array:
@@ -98,12 +101,10 @@ def codepoints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     lengths = pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
     offsets = np.zeros(len(arr) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    byte_offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + len(arr) + 1]
-    data = arr.buffers()[2]
-    if data is None or byte_offsets[-1] == byte_offsets[0]:
+    data, byte_offsets = string_buffers(arr)
+    if byte_offsets[-1] == byte_offsets[0]:
         return np.zeros(0, dtype=np.uint32), offsets
-    raw = np.frombuffer(data, dtype=np.uint8)[byte_offsets[0]:byte_offsets[-1]]
+    raw = data[byte_offsets[0]:byte_offsets[-1]]
     if len(raw) == offsets[-1]:
         return raw, offsets
     cps = np.frombuffer(raw.tobytes().decode("utf-8").encode("utf-32-le"), dtype=np.uint32)
@@ -157,12 +158,7 @@ class Words:
     offsets: np.ndarray     # row i's words are ids[offsets[i]:offsets[i+1]]
 
 
-@numba.njit(inline="always")
-def _mix(h):
-    """Spread a polynomial hash's information into its high bits (splitmix64's finalizer)."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+_mix = numba.njit(inline="always")(splitmix64_mix)  # spreads a polynomial hash into its high bits
 
 
 @numba.njit(inline="always")
@@ -201,7 +197,7 @@ def _add_words(cps, offsets, lower, special, table, row, ids, counts, distinct, 
     before a row that could fill the table more than half; returns (that row, distinct words,
     words so far)."""
     mask = np.uint64(len(table) - 1)
-    base = np.uint64(0x9E3779B97F4A7C15)
+    base = _GOLDEN
     while row < len(offsets) - 1:
         i, end_of_row = offsets[row], offsets[row + 1]
         if 2 * (distinct + (end_of_row - i + 1) // 2) > len(table):
@@ -341,7 +337,7 @@ def _repetition(tokens, offsets, n, top):
     marks = np.zeros(_power_of_two(8 * longest), dtype=np.uint8)
     table = np.zeros(_power_of_two(2 * longest), dtype=_NGRAM_SLOT)
     used = np.empty(max(longest, 0), dtype=np.int64)
-    base = np.uint64(0x9E3779B97F4A7C15)
+    base = _GOLDEN
     drop = np.uint64(1)                            # base ** (n - 1): weight of the oldest token
     for _ in range(n - 1):
         drop *= base
