@@ -9,6 +9,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from sluice.operators import create_operator
 from sluice.operators.base import ParamError
+from sluice.operators.dedup import datasketch_internals
 from sluice.operators.dedup import signatures as sg
 
 TEXTS = [
@@ -168,6 +169,22 @@ def test_bands_default_to_datasketch_optimum():
     assert (op.bands, op.rows) == (9, 13)
     op = create_operator("document_minhash_deduplicator", {"num_permutations": 128, "num_bands": 16})
     assert (op.bands, op.rows) == (16, 8)
+
+
+@pytest.mark.parametrize("installed, supported", [("1.6.5", True), ("2.0.0", True), ("1.5.3", False),
+                                                  ("2.1.0", False), ("3.0.0.dev1", False)])
+def test_datasketch_outside_the_pinned_range_is_refused_in_one_line(monkeypatch, installed, supported):
+    monkeypatch.setattr(datasketch_internals, "version", lambda name: installed)
+    datasketch_internals.check_datasketch.cache_clear()
+    try:
+        if supported:
+            assert datasketch_internals.lsh_optimal_param(0.8, 128) == (9, 13)
+        else:
+            with pytest.raises(RuntimeError, match=rf"^datasketch {installed} is installed; .* "
+                                                   r"pip install 'datasketch>=1.6,<2.1'$"):
+                datasketch_internals.lsh_optimal_param(0.8, 128)
+    finally:
+        datasketch_internals.check_datasketch.cache_clear()
 
 
 @pytest.mark.parametrize("params, where", [

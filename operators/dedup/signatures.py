@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.operators.dedup.datasketch_internals import lsh_optimal_param
 from sluice.operators.splitmix import GOLDEN_GAMMA
 from sluice.operators.string_buffers import string_buffers
 
@@ -83,9 +84,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) minimizing false positives + false negatives, as datasketch's LSH."""
-    from datasketch.lsh import _optimal_param
-
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return lsh_optimal_param(threshold, num_perm)
 
 
 def normalize(texts, shingling: Shingling) -> pa.Array:
