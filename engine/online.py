@@ -34,6 +34,7 @@ from .prefix_cache import PrefixIndex, block_hashes
 from .types import CallError, Completion, Prompt, SamplingParams, prompt_error
 from .vllm_backend import (CLOSE_TIMEOUT_S, child_pids, children_since, encode, reap,
                            to_completion, to_vllm)
+from .vllm_internals import kv_cache_blocks
 from .workflow import CallDeadline, Workflow
 
 VLLM_PRIORITIES = ("class", "workflow")
@@ -165,7 +166,7 @@ class OnlineEngine:
         self._llm = AsyncLLM.from_engine_args(args)
         self._processes = children_since(before)
         self.tokenizer = self._llm.get_tokenizer()
-        blocks = self._llm.vllm_config.cache_config.num_gpu_blocks - 1   # minus the null block
+        blocks = kv_cache_blocks(self._llm) - 1   # minus the null block
         self.kv_cache_tokens = blocks * self.config.block_size
         self.prefix = PrefixIndex(self.config.block_size, blocks)
         self._queue = AdmissionQueue(self.estimator, self.prefix)

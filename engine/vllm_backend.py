@@ -1,7 +1,8 @@
 """vLLM embedded in this process: tokenize prompts, run token prompts, shut down cleanly.
 
-Only this module imports vllm, and only when a backend is built, so `sluice.engine` imports
-without vLLM installed. By default vLLM runs its engine core in a spawned subprocess (a script
+Only this module and the online engine import vllm, and only when an engine is built, so
+`sluice.engine` imports without vLLM installed; what they read of vLLM's internals is in
+`vllm_internals`. By default vLLM runs its engine core in a spawned subprocess (a script
 that builds a backend must do so under `if __name__ == "__main__":`), which `close` stops and
 waits for; with `in_process` everything stays in the calling process (used in Ray actors).
 """
@@ -16,6 +17,7 @@ import psutil
 
 from .config import EngineConfig
 from .types import Completion, Prompt, SamplingParams
+from .vllm_internals import kv_cache_blocks, shutdown_engine_core
 
 CLOSE_TIMEOUT_S = 5
 
@@ -36,8 +38,7 @@ class VLLMBackend:
         self._processes = children_since(before)
         self.tokenizer = self.llm.get_tokenizer()
         # vLLM keeps one block as its null block; the rest hold KV.
-        blocks = self.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks
-        self.kv_cache_tokens = (blocks - 1) * config.block_size
+        self.kv_cache_tokens = (kv_cache_blocks(self.llm.llm_engine) - 1) * config.block_size
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         return encode(self.tokenizer, prompts)
@@ -60,7 +61,7 @@ class VLLMBackend:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
-        llm.llm_engine.engine_core.shutdown(timeout=CLOSE_TIMEOUT_S)
+        shutdown_engine_core(llm, CLOSE_TIMEOUT_S)
         reap(self._processes)
 
 

@@ -104,6 +104,19 @@ def test_missing_vllm_install_is_one_clear_error(tiny_model, monkeypatch):
         EngineConfig(model=tiny_model).check()
 
 
+@pytest.mark.parametrize("installed", ["0.31.2", "0.33.0", "1.0.0rc1"])
+def test_vllm_outside_the_pinned_range_is_one_clear_error(tmp_path, monkeypatch, installed):
+    from sluice.engine import vllm_internals
+
+    monkeypatch.setattr(vllm_internals, "installed_vllm", lambda: installed)
+    with pytest.raises(EngineConfigError, match=rf"^engine: vLLM {installed} is installed; .*written for "
+                                                r"vllm>=0.32,<0.33 .*: pip install 'vllm>=0.32,<0.33'$"):
+        EngineConfig(model=str(tmp_path)).check()
+    monkeypatch.setattr(vllm_internals, "installed_vllm", lambda: "0.32.1+cpu")
+    with pytest.raises(EngineConfigError, match="has no config.json"):  # past the version check
+        EngineConfig(model=str(tmp_path)).check()
+
+
 def test_closing_the_engine_leaves_no_engine_processes(engine_config):
     with BatchEngine(engine_config) as e:
         spawned = list(e.backend._processes)

