@@ -29,6 +29,7 @@ from .base import (ParamError, as_number, closest_name, create_operator, get_ope
 from .export import Export, ExportError
 from .io import Source
 from .pipeline import OperatorFailed, Pipeline, RunResult
+from .template_lines import render_with_lines
 from .trace import TraceSettings
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -134,6 +135,7 @@ class _Doc:
 
     filename: str
     data: Any
+    lines: list[int] | None = None                  # rendered line -> template line (see `at`)
     marks: dict = field(default_factory=dict)       # path -> value mark
     key_marks: dict = field(default_factory=dict)   # path -> key mark
     problems: list = field(default_factory=list)    # errors found so far, to report together
@@ -144,8 +146,7 @@ class _Doc:
             mark = (self.key_marks.get(p) if at_key and p == path else None) or self.marks.get(p)
             if mark is not None:
                 break
-        where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}" if mark else self.filename
-        return RecipeError(f"{where}: {message}")
+        return RecipeError(f"{at(self.filename, mark, self.lines) if mark else self.filename}: {message}")
 
     def note(self, path: tuple, message: str, at_key: bool = False) -> None:
         """Record an error and go on checking the rest of the recipe."""
@@ -233,12 +234,13 @@ def _template_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     return env
 
 
-def render(text: str, filename: str, variables: dict[str, str], values: _Values) -> str:
+def render(text: str, filename: str, variables: dict[str, str], values: _Values) -> tuple[str, list[int]]:
+    """The rendered recipe, and the template line each of its lines comes from."""
     env = _template_env()
     context = {name: values.token(str(v)) for name, v in variables.items()}
     context["env"] = {name: values.token(v) for name, v in os.environ.items()}
     try:
-        return env.from_string(text).render(**context)
+        return render_with_lines(env, text, context)
     except jinja2.TemplateSyntaxError as e:
         raise RecipeError(f"{filename}:{e.lineno}:1: template error: {e.message}") from None
     except jinja2.sandbox.SecurityError as e:
@@ -277,28 +279,33 @@ def _line_of(text: str, word: str) -> int:
     return 1
 
 
-def parse(text: str, filename: str, values: _Values | None = None) -> _Doc:
+def at(filename: str, mark, lines: list[int] | None = None) -> str:
+    """`file:line:column` of a YAML mark; with `lines` (rendered line -> template line) the
+    line is the file's (the column stays the rendered line's)."""
+    line = lines[mark.line] if lines and mark.line < len(lines) else mark.line + 1
+    return f"{filename}:{line}:{mark.column + 1}"
+
+
+def parse(text: str, filename: str, values: _Values | None = None, lines: list[int] | None = None) -> _Doc:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem}") from None
+        raise RecipeError(f"{at(filename, e.problem_mark, lines)}: invalid YAML: {e.problem}") from None
     if node is None:
-        return _Doc(filename, None)
-    _check_size(node, filename)
+        return _Doc(filename, None, lines)
+    _check_size(node, filename, lines)
     if values is not None and values.by_token:
         _put_values_back(node, values.by_token)
     try:
         data = yaml.SafeLoader("").construct_document(node)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem}") from None
-    doc = _Doc(filename, data)
+        raise RecipeError(f"{at(filename, e.problem_mark, lines)}: invalid YAML: {e.problem}") from None
+    doc = _Doc(filename, data, lines)
     _collect_marks(node, (), doc)
     return doc
 
 
-def _check_size(root, filename: str) -> None:
+def _check_size(root, filename: str, lines: list[int] | None) -> None:
     """Count nodes as they would be after alias expansion, without expanding them."""
     expanded: dict[int, int] = {}
 
@@ -313,8 +320,7 @@ def _check_size(root, filename: str) -> None:
             total += sum(size(item) for item in node.value)
         expanded[id(node)] = total
         if total > MAX_YAML_NODES:
-            mark = node.start_mark
-            raise RecipeError(f"{filename}:{mark.line + 1}:{mark.column + 1}: the recipe expands to "
+            raise RecipeError(f"{at(filename, node.start_mark, lines)}: the recipe expands to "
                               f"more than {MAX_YAML_NODES:,} YAML nodes (aliases included); "
                               "a recipe this large is refused")
         return total
@@ -368,7 +374,8 @@ def load_recipe(name_or_path: str, variables: dict[str, str] | None = None) -> R
     path = resolve_recipe(name_or_path)
     filename = str(path)
     values = _Values()
-    doc = parse(render(read_recipe_text(path), filename, variables or {}, values), filename, values)
+    text, lines = render(read_recipe_text(path), filename, variables or {}, values)
+    doc = parse(text, filename, values, lines)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a recipe is a mapping of keys such as name, inputs, output, process")
     if "dataset_path" in doc.data or "export_path" in doc.data:
