@@ -10,6 +10,7 @@ import textwrap
 from importlib.metadata import version
 
 from sluice.serving.engine_cli import add_engine_commands
+from sluice.serving.json_stdout import reserve_stdout, write_json
 from sluice.serving.serve_cli import add_serve_command
 from sluice.serving.sql_cli import add_sql_commands
 
@@ -25,6 +26,7 @@ def _variables(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
+    json_out = reserve_stdout() if args.json else None  # before anything can print
     from sluice.operators.recipe import load_recipe
     from sluice.operators.report import format_summary
 
@@ -39,6 +41,9 @@ def cmd_run(args) -> int:
         raise KeyboardInterrupt(f"{recipe.output} is as it was; the input files finished so far are kept in "
                                 f"{partial}: add --resume to continue" if partial.exists() else "") from None
     s = result.summary
+    if json_out is not None:
+        write_json(json_out, s)
+        return 0 if s["accounted"] else 3
     print(format_summary(s))
     print(f"output:  {s['output']} ({s['output_format']}, {s['rows_kept']:,} rows)")
     print(f"rejects: {s['rejects']} ({sum(s['rejected'].values()):,} rows)")
@@ -139,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="address of a running Ray cluster (default: local Ray)")
     run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--json", action="store_true",
+                     help="print the run summary (as in summary.json) as JSON on stdout, and nothing "
+                          "else there: whatever vLLM, Ray or an operator prints goes to stderr")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of the same recipe and inputs from the input files it finished")
     run.add_argument("--shared-fs", action="store_true",

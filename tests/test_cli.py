@@ -57,6 +57,35 @@ def test_run_prints_summary_and_where_output_went(recipe, tmp_path):
     assert sorted(texts) == sorted(f"Line {i}: some words here" for i in range(40))
 
 
+def test_run_json_keeps_stdout_to_the_summary_whatever_else_prints(recipe, tmp_path):
+    """What vLLM and Ray do (print, write to file descriptor 1, start processes that print), a
+    user module does here, at import and per batch: all of it lands on stderr."""
+    (tmp_path / "noisy.py").write_text(textwrap.dedent('''
+        import os, subprocess
+        from sluice.operators import Mapper, register
+
+        print("noise: print at import")
+        os.write(1, b"noise: fd 1 at import\\n")
+        subprocess.run(["echo", "noise: a child process"], check=True)
+
+        @register
+        class noisy_mapper(Mapper):
+            """Prints, keeps every row as it is."""
+            def process(self, table):
+                print("noise: print per batch")
+                os.write(1, b"noise: fd 1 per batch\\n")
+                return table
+    '''))
+    noisy = tmp_path / "noisy.yaml"
+    noisy.write_text(recipe.read_text().replace("process:\n", f"modules: [{tmp_path / 'noisy.py'}]\n"
+                                                "process:\n  - noisy_mapper: {}\n"))
+    proc = sluice("run", str(noisy), "--set", f"output={tmp_path / 'out'}", "--quiet", "--json")
+    assert json.loads(proc.stdout) == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert json.loads(proc.stdout)["rows_kept"] == 40
+    for noise in ("print at import", "fd 1 at import", "a child process", "print per batch", "fd 1 per batch"):
+        assert f"noise: {noise}" in proc.stderr
+
+
 def test_user_errors_are_one_line_with_nonzero_exit(recipe, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe.read_text().replace("text_length_filter", "text_length_filtr"))
