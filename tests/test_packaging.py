@@ -1,6 +1,9 @@
 """The package list in pyproject.toml matches the folders that hold an __init__.py."""
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (the dev extra has it)
+    import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
