@@ -11,7 +11,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from sluice.operators import create_operator
-from sluice.operators.context import RunContext
 from sluice.operators.dedup.components import connected_components
 from sluice.operators.recipe import load_recipe
 
@@ -30,23 +29,25 @@ def edited(doc, positions):
     return doc
 
 
-def run_dedup(texts, params, extra=None, blocks=4):
-    """prepare() per block as the pipeline's fused stage does, then apply() on the Dataset."""
-    import ray
+def run_dedup(folder, texts, params, extra=None, files=4):
+    """The deduplicator alone in a Pipeline over `files` input files: (the kept rows, each with
+    `i`, its index in `texts`; the run report's HTML; each input row's id, which names clusters)."""
+    from sluice.operators import Pipeline
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # as the pipeline
-
+    step = -(-len(texts) // files)
+    (folder / "in").mkdir()
+    for f, first in enumerate(range(0, len(texts), step)):
+        rows = [{"i": i, "text": texts[i], **{k: v[i] for k, v in (extra or {}).items()}}
+                for i in range(first, min(first + step, len(texts)))]
+        (folder / "in" / f"part-{f}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     op = create_operator("document_minhash_deduplicator", {"num_permutations": 128,
                                                            "jaccard_threshold": 0.8, **params})
-    table = pa.table({"__id__": pa.array(range(len(texts)), pa.int64()), "text": texts, **(extra or {})})
-    step = -(-len(texts) // blocks)
-    prepared = [op.prepare(table.slice(i, step)) for i in range(0, len(texts), step)]
-    ctx = RunContext(num_cpus=2)
-    out = op.apply(ray.data.from_arrow(prepared).materialize(), ctx)
-    return pa.concat_tables(ray.get(out.materialize().to_arrow_refs())), ctx
+    result = Pipeline([op]).run(str(folder / "in"), output=folder / "out", quiet=True, keep_stats=True)
+    ids = [((i // step) << 32) + i % step for i in range(len(texts))]  # file ordinal << 32 | line
+    return result.table(), result.report_path.read_text(), ids
 
 
-def test_keeps_one_per_cluster_and_everything_else(ray_session):
+def test_keeps_one_per_cluster_and_everything_else(ray_session, tmp_path):
     a, b = words(200), words(200)
     huge = words(200_000)
     cjk = "机器学习是人工智能的一个分支，它使计算机能够从数据中学习并做出预测。"
@@ -58,29 +59,28 @@ def test_keeps_one_per_cluster_and_everything_else(ray_session):
         18: edited(a, [150]),
     }
     texts = [" ".join(d) if isinstance(d, list) else d for d in docs.values()]
-    out, ctx = run_dedup(texts, {"cluster_column": "cluster"})
+    out, report, ids = run_dedup(tmp_path, texts, {"cluster_column": "cluster"})
 
     dropped = {7: 0, 9: 1, 11: 10, 12: 0, 15: 14, 17: 16, 18: 0}  # duplicate -> kept document
-    kept = [i for i in docs if i not in dropped]
-    assert out["__id__"].to_pylist() == kept  # input order kept
+    kept = [i for i in docs if i not in dropped and texts[i] is not None]  # the reader rejects a null text
+    assert out["i"].to_pylist() == kept  # input order kept
     assert out["text"].to_pylist() == [texts[i] for i in kept]
-    assert out.column_names == ["__id__", "text", "cluster"]
-    clusters = dict(zip(out["__id__"].to_pylist(), out["cluster"].to_pylist()))
-    assert all(clusters[i] == i for i in kept)  # each kept document is its cluster's lowest id
+    assert out.column_names == ["i", "text", "cluster"]
+    clusters = dict(zip(out["i"].to_pylist(), out["cluster"].to_pylist()))
+    assert all(clusters[i] == ids[i] for i in kept)  # each kept document is its cluster's lowest id
 
-    (title, html), = ctx.report_sections
-    assert "near-duplicate clusters" in title and "removed: 7" in html and "estimated Jaccard" in html
+    assert "near-duplicate clusters" in report and "removed: 7" in report and "estimated Jaccard" in report
 
 
-def test_keep_rule_by_column_and_cluster_column(ray_session):
+def test_keep_rule_by_column_and_cluster_column(ray_session, tmp_path):
     base = words(300)
     texts = [" ".join(base), " ".join(base + ["and", "a", "few", "more"]), " ".join(words(300)),
              " ".join(edited(base, [5]))]
-    out, _ = run_dedup(texts, {"keep": "stats.quality", "cluster_column": "dup_of", "verify": False},
-                       extra={"stats.quality": [0.1, 0.5, 0.9, 0.7]})
-    assert out["__id__"].to_pylist() == [2, 3]  # 3 has the best quality of cluster {0, 1, 3}
-    assert out["dup_of"].to_pylist() == [2, 0]  # a cluster is named by its lowest id
-    assert out.column_names == ["__id__", "text", "stats.quality", "dup_of"]
+    out, _, ids = run_dedup(tmp_path, texts, {"keep": "stats.quality", "cluster_column": "dup_of", "verify": False},
+                            extra={"stats.quality": [0.1, 0.5, 0.9, 0.7]})
+    assert out["i"].to_pylist() == [2, 3]  # 3 has the best quality of cluster {0, 1, 3}
+    assert out["dup_of"].to_pylist() == [ids[2], ids[0]]  # a cluster is named by its lowest id
+    assert out.column_names == ["i", "text", "stats.quality", "dup_of"]
 
 
 def cluster_table(ray_session, members: pa.Table, key="__id__"):
@@ -123,11 +123,11 @@ def test_drop_false_keeps_every_row_and_labels_clusters(ray_session):
     assert dropped["__id__"].to_pylist() == [0, 1, 2, 4, 5, 6, 7, 9]
 
 
-def test_no_duplicates_returns_every_row(ray_session):
+def test_no_duplicates_returns_every_row(ray_session, tmp_path):
     texts = [" ".join(words(100)) for _ in range(6)] + ["", None]
-    out, ctx = run_dedup(texts, {})
-    assert out["__id__"].to_pylist() == list(range(8))
-    assert "no near-duplicates" in ctx.report_sections[0][0]
+    out, report, _ = run_dedup(tmp_path, texts, {})
+    assert out["i"].to_pylist() == list(range(7))  # all but the null text, which the reader rejects
+    assert "no near-duplicates" in report
 
 
 def test_connected_components_match_scipy(ray_session):

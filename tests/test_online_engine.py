@@ -65,6 +65,11 @@ def test_concurrent_workflows_each_get_their_own_results(online, run):
         assert all(c.error is None and c.finish_reason == "length" for c in (ir, c0, c1, check))
         traces = [t for t in list(online.traces)[before:] if t.workflow == wf_id]
         assert sorted(t.stage for t in traces) == ["cand", "cand", "check", "ir"]
+        # each stage was issued after the one before it finished, by the traces' own times
+        stages = {s: [t for t in traces if t.stage == s] for s in ("ir", "cand", "check")}
+        for earlier, later in (("ir", "cand"), ("cand", "check")):
+            finished = max(t.admitted_at + t.run_s for t in stages[earlier])
+            assert all(finished <= t.admitted_at - t.queued_s + 1e-3 for t in stages[later])
     report = online.stage_report()
     assert report["generate"]["calls"] >= 12
     assert report["generate"]["cache_hit_fraction"] > 0.5          # the shared schema prefix

@@ -11,7 +11,6 @@ import unicodedata
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from sluice.operators.base import ParamError, create_operator
@@ -243,26 +242,34 @@ def test_language_scores_match_langid_per_text():
     check(stats["lang_score"], [None if e is None else e[1] for e in expected])
 
 
-@pytest.mark.parametrize("texts", [[], [None, None], [""]], ids=["no rows", "all null", "empty"])
+@pytest.mark.parametrize("texts", [[], [None, None], [""], [None, CORPUS[0], None, "", CORPUS[1]]],
+                         ids=["no rows", "all null", "empty", "nulls among texts"])
 def test_every_text_filter_handles_degenerate_batches(texts, tmp_path):
+    """A null row is dropped (kept only by an expression that asks for nulls) and has null
+    stats; the other rows are judged as they are without the null rows beside them."""
     from dj_fixtures import write_arpa
     from sluice.operators.base import OPERATORS, load_builtin_operators
     from sluice.operators.text import filters
 
     load_builtin_operators()
     names = [n for n, c in OPERATORS.items() if c.__module__ == filters.__name__ and n != "suffix_filter"]
-    assert len(names) == 14
     write_arpa(tmp_path / "en.arpa", [["a", "b"]])
-    special = {"field_expression_filter": {"expression": "text is None"},
+    special = {"field_expression_filter": {"expression": "text is None or text != ''"},
+               "text_length_filter": {"min_len": 1},
                "perplexity_filter": {"model_path": str(tmp_path / "en.arpa")}}
+    assert set(special) <= set(names)  # the parameters above reach filters that exist
+    present = [t for t in texts if t is not None]
     for name in names:
-        params = special.get(name, {})
-        op = create_operator(name, params)
+        op = create_operator(name, special.get(name, {}))
         stats = op.with_stats(table(texts))
         mask = op.keep(stats).to_pylist()
-        if name != "field_expression_filter":
-            assert mask == [False if t is None else mask[i] for i, t in enumerate(texts)]
-            assert all(stats.column("stats." + n).null_count == texts.count(None) for n in op.stat_names)
+        alone = op.keep(op.with_stats(table(present))).to_pylist()
+        null_kept = name == "field_expression_filter"
+        assert [m for m, t in zip(mask, texts) if t is None] == [null_kept] * texts.count(None), name
+        assert [m for m, t in zip(mask, texts) if t is not None] == alone, name
+        for n in op.stat_names:
+            column = stats.column("stats." + n)
+            assert [column[i].is_valid for i, t in enumerate(texts) if t is None] == [False] * texts.count(None), name
 
 
 # ---- bad input ----
@@ -288,27 +295,19 @@ def test_chunked_and_large_string_columns():
           per_text(lambda t: ref_char_rep(t, 10), texts))
 
 
-# ---- on Ray Data ----
+# ---- in a Pipeline ----
 
-def test_filters_run_fused_in_ray_map_batches(ray_session):
-    import ray
+def test_filters_in_one_pipeline_keep_the_rows_every_reference_keeps(ray_session, tmp_path):
+    from sluice.operators import Pipeline
 
     ops = [create_operator(n, p) for n, p in [
         ("text_length_filter", {"min_len": 20}), ("words_num_filter", {"min_num": 5}),
         ("character_repetition_filter", {"max_ratio": 0.15}), ("stopwords_filter", {"min_ratio": 0.1}),
         ("field_expression_filter", {"expression": "stats.num_words < 1000"})]]
-
-    def stage(batch: pa.Table) -> pa.Table:
-        for op in ops:
-            batch = op.with_stats(batch)
-        mask = ops[0].keep(batch)
-        for op in ops[1:]:
-            mask = pc.and_(mask, op.keep(batch))
-        return batch.filter(mask)
-
     texts = DOCSTRINGS + [SPAM, "tiny", "", MODULE_DOC]
-    ds = ray.data.from_arrow(table(texts)).map_batches(stage, batch_format="pyarrow", batch_size=4)
-    rows = ds.take_all()
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    rows = Pipeline(ops).run(str(tmp_path / "in.jsonl"), output=tmp_path / "out", quiet=True,
+                             keep_stats=True).table().to_pylist()
     stop = load_word_list("stopwords", "en")
     expected = [t for t in texts if len(t) >= 20 and 5 <= len(ref_words(t)) < 1000
                 and ref_char_rep(t, 10) <= 0.15
