@@ -8,8 +8,9 @@ work engine e still has to do (queued plus running; W_base the largest, so both 
 an hour ago keeps losing calls after it has drained. Outstanding work drops as calls finish, so
 a drained engine wins again. alpha = 0 balances load only; alpha = 1 picks the fastest engine.
 
-`Dispatcher` keeps the state the rule reads, for the replica set (engine/replicas.py) and the
-simulator alike; `RoundRobin` is the baseline rule.
+`Dispatcher` keeps the state the rule reads, for the replica set (engine/replicas.py), the Ray
+Serve request router (engine/serve_router.py) and the simulator alike; `RoundRobin` is the
+baseline rule.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Dispatcher:
 
     def __init__(self, rule: RoundRobin | Balanced, estimators: Sequence[StageTimeEstimator],
                  prefixes: Sequence[PrefixIndex], max_load: int | None = None):
-        if len(estimators) != len(prefixes) or not estimators:
+        if len(estimators) != len(prefixes):
             raise ValueError("dispatcher: one estimator and one prefix index per replica")
         self.rule = rule
         self.estimators, self.prefixes = list(estimators), list(prefixes)
@@ -91,20 +92,39 @@ class Dispatcher:
                                      prefix.cached_tokens(hashes), load))
         return times
 
-    def assign(self, kind: str, prompt_tokens: int, max_tokens: int,
-               hashes: Sequence[int] = ()) -> tuple[int, float]:
-        """The replica for this call and the call's estimated time there; counts it as sent."""
-        live = [e for e, ok in enumerate(self.alive) if ok]
+    def add_replica(self, estimator: StageTimeEstimator, prefix: PrefixIndex) -> int:
+        """A replica that joined (Ray Serve replaces a dead one with a new one): its index."""
+        self.estimators.append(estimator)
+        self.prefixes.append(prefix)
+        self.outstanding.append(0.0)
+        self.calls.append(0)
+        self.alive.append(True)
+        return len(self.alive) - 1
+
+    def choose(self, kind: str, prompt_tokens: int, max_tokens: int, hashes: Sequence[int] = (),
+               among: Sequence[int] | None = None) -> tuple[int, list[float]]:
+        """The best live replica (of `among`, default every live one) for this call, and the
+        call's estimated time on every replica; counts nothing (see `sent`)."""
+        live = [e for e in (range(len(self.alive)) if among is None else among) if self.alive[e]]
         if not live:
             raise RuntimeError("dispatcher: no replica is alive")
         times = self.call_times(kind, prompt_tokens, max_tokens, hashes)
         work = [self.outstanding[i] for i in live]
         if not any(work):                     # nothing estimated yet: balance by call count
             work = [self.calls[i] for i in live]
-        e = live[self.rule.choose([times[i] for i in live], work)]
-        self.outstanding[e] += times[e]
+        return live[self.rule.choose([times[i] for i in live], work)], times
+
+    def sent(self, e: int, estimate_s: float, hashes: Sequence[int] = ()) -> None:
+        """A call estimated at `estimate_s` went to replica e: its work, its prompt's blocks."""
+        self.outstanding[e] += estimate_s
         self.calls[e] += 1
         self.prefixes[e].add(hashes)
+
+    def assign(self, kind: str, prompt_tokens: int, max_tokens: int,
+               hashes: Sequence[int] = ()) -> tuple[int, float]:
+        """The replica for this call and the call's estimated time there; counts it as sent."""
+        e, times = self.choose(kind, prompt_tokens, max_tokens, hashes)
+        self.sent(e, times[e], hashes)
         return e, times[e]
 
     def finished(self, e: int, estimate_s: float) -> None:

@@ -9,7 +9,8 @@ sluice's own admission queue deciding what vLLM runs next.
 
 A call is tokenized and checked, then waits in the admission queue; the schedule's policy picks
 the next call whenever a slot frees, and a call is handed to vLLM only while the calls in flight
-stay within `max_inflight_seqs` sequences and `max_inflight_tokens` KV tokens, so vLLM runs
+stay within `max_inflight_seqs` sequences (by default vLLM's own batch bound, `max_num_seqs`)
+and `max_inflight_tokens` KV tokens, so vLLM runs
 what it is given at once and the admission order is the schedule. Each call's result or error
 is its own: `CallError` for a call that cannot run (empty or over-long prompt, unknown stage,
 deadline passed), `EngineDead` (every waiting call, one message) once vLLM's engine is gone.
@@ -50,8 +51,10 @@ class EngineDead(RuntimeError):
 class Schedule:
     """How the online engine admits calls. Replaceable between runs (`engine.schedule = ...`)."""
     policy: Policy = field(default_factory=Urgency)
-    max_inflight_seqs: int | None = 8       # None: no admission control, every call goes to vLLM
-                                            # when issued (plain vLLM)
+    max_inflight_seqs: int | str | None = "auto"   # "auto": the sequences vLLM batches in one
+                                            # step (its max_num_seqs); a number: at most that
+                                            # many; None: no admission control, every call goes
+                                            # to vLLM when issued (plain vLLM)
     max_inflight_tokens: int | None = None  # prompt + max output tokens in flight; None: KV cache
     offline_seqs: int = 2                   # sequences offline work may hold at most: each one
                                             # shares every decode step with the online calls
@@ -59,12 +62,21 @@ class Schedule:
                                             # last) or "workflow" (the workflow's arrival order)
 
     def __post_init__(self):
-        if self.max_inflight_seqs is not None and self.max_inflight_seqs < 1:
+        if isinstance(self.max_inflight_seqs, str) and self.max_inflight_seqs != "auto":
+            raise ValueError(f"schedule: max_inflight_seqs must be a number, auto or None, got "
+                             f"{self.max_inflight_seqs!r}")
+        if isinstance(self.max_inflight_seqs, int) and self.max_inflight_seqs < 1:
             raise ValueError(f"schedule: max_inflight_seqs must be at least 1, got {self.max_inflight_seqs}")
         if self.offline_seqs < 1:
             raise ValueError(f"schedule: offline_seqs must be at least 1, got {self.offline_seqs}")
         if self.vllm_priority not in VLLM_PRIORITIES:
             raise ValueError(f"schedule: vllm_priority must be one of {VLLM_PRIORITIES}")
+
+    def seq_bound(self, engine_max_seqs: int | None) -> int | None:
+        """Calls in flight at most on an engine that batches `engine_max_seqs` sequences."""
+        if self.max_inflight_seqs == "auto":
+            return engine_max_seqs
+        return self.max_inflight_seqs
 
 
 @dataclass
@@ -85,6 +97,7 @@ class CallTrace:
     workflow_arrival: float | None = None   # the engine's clock; with slo_s and the block
     slo_s: float | None = None              # hashes, what a replay on the simulator needs
     hashes: tuple[int, ...] = ()            # (engine.simulator.workflows_from_traces)
+    replica: str | None = None              # the replica that ran it (engine/replicas.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,11 +142,12 @@ class OnlineEngine:
         self._dead: str | None = None
         self._inflight: set[_Ticket] = set()
         self._ids = itertools.count()
+        self.max_num_seqs = config.max_num_seqs     # vLLM's batch bound, read once it starts
 
     @property
     def call_slots(self) -> int | None:
         """Calls the engine runs at once (None: no admission bound)."""
-        return self.schedule.max_inflight_seqs
+        return self.schedule.seq_bound(self.max_num_seqs)
 
     @property
     def estimator(self) -> StageTimeEstimator:
@@ -168,6 +182,7 @@ class OnlineEngine:
         self.tokenizer = self._llm.get_tokenizer()
         blocks = kv_cache_blocks(self._llm) - 1   # minus the null block
         self.kv_cache_tokens = blocks * self.config.block_size
+        self.max_num_seqs = self._llm.vllm_config.scheduler_config.max_num_seqs
         self.prefix = PrefixIndex(self.config.block_size, blocks)
         self._queue = AdmissionQueue(self.estimator, self.prefix)
 
@@ -337,14 +352,14 @@ class OnlineEngine:
             ticket.admitted.set_result(None)
 
     def _fits(self, call: Pending) -> bool:
-        s = self.schedule
-        if s.max_inflight_seqs is None or not self._inflight:
+        s, slots = self.schedule, self.call_slots
+        if slots is None or not self._inflight:
             return True
         tokens = s.max_inflight_tokens or self.kv_cache_tokens
         held = sum(t.pending.kv_tokens for t in self._inflight)
         if call.offline and sum(t.pending.offline for t in self._inflight) >= s.offline_seqs:
             return False
-        return len(self._inflight) < s.max_inflight_seqs and held + call.kv_tokens <= tokens
+        return len(self._inflight) < slots and held + call.kv_tokens <= tokens
 
     def _release(self, ticket: _Ticket, last) -> None:
         if ticket.pending in self._queue:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, Sequence
 
 from .config import EngineConfig
@@ -38,33 +40,72 @@ from .workflow import CallDeadline, Workflow
 HEALTH_PERIOD_S = 1.0
 
 
+class ReplicaDead(EngineDead):
+    """A replica's engine is gone; `replica` names it (for a retry elsewhere)."""
+
+    def __init__(self, message: str, replica: str | None = None):
+        super().__init__(message)
+        self.replica = replica
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a dispatcher reads of a call: its kind, lengths, prompt blocks, and the replicas
+    this call already found dead (`avoid`, by name)."""
+    kind: str
+    prompt_tokens: int
+    max_tokens: int
+    hashes: tuple[int, ...] = ()
+    avoid: tuple[str, ...] = ()
+
+
 class EngineReplica:
-    """The body of one replica actor: an OnlineEngine on the actor's event loop."""
+    """The body of one replica (a Ray actor or a Ray Serve replica): an OnlineEngine on the
+    replica's event loop. `name` goes on every trace it returns and every error it raises."""
 
-    def __init__(self, config: EngineConfig, schedule: Schedule | None):
+    def __init__(self, config: EngineConfig, schedule: Schedule | None, name: str | None = None):
         self.engine = OnlineEngine(config, schedule)
+        self.name = name
 
-    async def start(self) -> int:
+    async def start(self) -> dict:
         self.engine.start()
-        return self.engine.kv_cache_tokens
+        return self.describe()
 
-    async def call(self, prompt: Prompt, params: SamplingParams,
-                   deadline: CallDeadline | None) -> tuple[Completion, CallTrace]:
+    def describe(self) -> dict:
+        return dict(kv_cache_tokens=self.engine.kv_cache_tokens,
+                    max_num_seqs=self.engine.max_num_seqs, name=self.name)
+
+    def _trace(self) -> CallTrace:
+        """The trace of the call that just returned (recorded with no await in between)."""
+        return replace(self.engine.traces[-1], replica=self.name)
+
+    def _dead(self, error: EngineDead) -> ReplicaDead:
+        return ReplicaDead(f"replica {self.name}: {error}" if self.name else str(error), self.name)
+
+    async def call(self, prompt: Prompt, params: SamplingParams, deadline: CallDeadline | None,
+                   route: Route | None = None) -> tuple[Completion, CallTrace]:
+        """`route` is what the dispatcher read; the replica itself has no use for it."""
         if deadline is not None:
             deadline = deadline.absolute(time.monotonic())
-        completion = await self.engine.call(prompt, params, deadline=deadline)
-        # recorded as the call returned, with no await in between: this call's trace
-        return completion, self.engine.traces[-1]
+        try:
+            completion = await self.engine.call(prompt, params, deadline=deadline)
+        except EngineDead as e:
+            raise self._dead(e) from None
+        return completion, self._trace()
 
-    async def stream(self, prompt: Prompt, params: SamplingParams, deadline: CallDeadline | None):
+    async def stream(self, prompt: Prompt, params: SamplingParams, deadline: CallDeadline | None,
+                     route: Route | None = None):
         """The call's chunks, then its CallTrace."""
         if deadline is not None:
             deadline = deadline.absolute(time.monotonic())
-        async with contextlib.aclosing(self.engine.stream(prompt, params,
-                                                          deadline=deadline)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-        yield self.engine.traces[-1]
+        try:
+            async with contextlib.aclosing(self.engine.stream(prompt, params,
+                                                              deadline=deadline)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except EngineDead as e:
+            raise self._dead(e) from None
+        yield self._trace()
 
     async def generate_offline(self, prompts, params) -> list[Completion]:
         return await self.engine.generate_offline(prompts, params)
@@ -85,6 +126,149 @@ class EngineReplica:
         await self.engine.close()
 
 
+def init_ray(address: str | None) -> bool:
+    """Join `address` or start a local Ray unless one runs here; True if this started it.
+    ray.init replaces the SIGTERM handler with one that exits at once; a server that drains on
+    SIGTERM keeps its own (the caller stops Ray when it closes)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    sigterm = signal.getsignal(signal.SIGTERM)
+    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False)   # vLLM's INFO lines
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
+    return True
+
+
+class ReplicaClient:
+    """The caller's side of engine replicas, whoever places each call (sluice's dispatcher on
+    Ray actors, `ReplicaSet`; or a Ray Serve request router, engine/serve_replicas.py): the
+    call checks, the deadline split, the estimator fed by every replica's calls, the retry of
+    a call on another replica when its replica is found dead before its first chunk, and the
+    set's health. `call`/`stream` as OnlineEngine's."""
+
+    def __init__(self, config: EngineConfig, schedule: Schedule | None, replicas: int):
+        if replicas < 1:
+            raise ValueError(f"replicas: need at least 1, got {replicas}")
+        self.config, self.schedule, self.replicas = config, schedule or Schedule(), replicas
+        self.estimator = StageTimeEstimator()   # splits deadlines; learns every replica's calls
+        self.traces: deque[CallTrace] = deque(maxlen=TRACE_WINDOW)   # online calls, as returned
+        self.sent = 0                           # calls sent and not finished
+        self.max_num_seqs: int | None = None    # each replica's vLLM batch bound, once started
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _load_tokenizer(self) -> None:
+        from transformers import AutoTokenizer     # the tokenizer vLLM builds for the model
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+
+    # what a kind of replicas provides
+    def _target(self, route: Route):
+        """Where this attempt of a call goes (None: the router decides); EngineDead if nowhere."""
+        raise NotImplementedError
+
+    def _send(self, target, route: Route, prompt: Prompt, params: SamplingParams,
+              deadline: CallDeadline | None, whole: bool) -> AsyncIterator:
+        """The call's items on its replica: chunks (or one completion) and its CallTrace."""
+        raise NotImplementedError
+
+    def _lost(self, target, cause: BaseException, attempt: int) -> str:
+        """The replica of this attempt died: record it, say why; EngineDead if no retry is left."""
+        raise NotImplementedError
+
+    def _done(self, target) -> None:
+        pass
+
+    def live_replicas(self) -> int:
+        raise NotImplementedError
+
+    def errors(self) -> str | None:
+        raise NotImplementedError
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def call(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
+                   workflow: Workflow | None = None, stage: str | None = None) -> Completion:
+        """Run one call on the replica the dispatcher picks; errors as OnlineEngine.call's."""
+        async with contextlib.aclosing(self.stream(prompt, params, workflow=workflow, stage=stage,
+                                                   whole=True)) as chunks:
+            async for completion in chunks:
+                return completion
+
+    async def stream(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
+                     workflow: Workflow | None = None, stage: str | None = None,
+                     whole: bool = False) -> AsyncIterator[Completion]:
+        """As OnlineEngine.stream (`whole`: one completion at the end instead). A replica found
+        dead before the call's first chunk: the call goes to another live replica."""
+        if getattr(self, "tokenizer", None) is None:
+            raise EngineDead("replicas: not started; use `async with` on the replica set")
+        ids = encode(self.tokenizer, [prompt])[0]
+        error = prompt_error(prompt, ids, self.config.max_model_len)
+        if error:
+            raise CallError(error)
+        deadline, kind = None, stage or "call"
+        if workflow is not None:
+            now = time.monotonic()
+            deadline = workflow.deadline_for(stage, now, self.estimator.stage_time)
+            kind, deadline = deadline.kind, deadline.relative(now)
+        route = Route(kind, len(ids), min(params.max_tokens, self.config.max_model_len - len(ids)),
+                      block_hashes(ids, self.config.block_size))
+        for attempt in itertools.count():
+            target = self._target(route)
+            started = False
+            self.sent += 1
+            try:
+                async with contextlib.aclosing(self._send(target, route, prompt, params, deadline,
+                                                          whole)) as items:
+                    async for item in items:
+                        if isinstance(item, CallTrace):
+                            self._observe(item)
+                        else:
+                            started = True
+                            yield item
+                return
+            except Exception as error:
+                cause = getattr(error, "cause", None) or error
+                if isinstance(cause, CallError):
+                    raise cause from None
+                message = self._lost(target, cause, attempt)
+                if started:
+                    raise EngineDead(message) from None
+                if isinstance(cause, ReplicaDead) and cause.replica:
+                    route = replace(route, avoid=route.avoid + (cause.replica,))
+            finally:
+                self.sent -= 1
+                self._done(target)
+
+    def _observe(self, trace: CallTrace) -> None:
+        self.traces.append(trace)
+        self.estimator.observe(trace.kind, trace.prompt_tokens, trace.output_tokens, trace.run_s,
+                               trace.cached_tokens, trace.load)
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def call_slots(self) -> int | None:
+        """Calls the live replicas run at once (None: unbounded)."""
+        per = self.schedule.seq_bound(self.max_num_seqs)
+        return per and per * self.live_replicas()
+
+    def health(self) -> Health:
+        """The set's health as one engine's: ok while a replica is alive; calls sent and not
+        finished count as running up to the slots, the rest as waiting."""
+        slots = self.call_slots
+        running = self.sent if slots is None else min(self.sent, slots)
+        return Health(self.live_replicas() > 0, self.errors(), self.sent - running, running)
+
+
 def cpu_shares(replicas: int, cpus: Sequence[int]) -> list[str]:
     """Cores for each replica's vLLM threads (VLLM_CPU_OMP_THREADS_BIND), as even shares of
     `cpus`; with fewer cores than replicas they share."""
@@ -95,7 +279,7 @@ def cpu_shares(replicas: int, cpus: Sequence[int]) -> list[str]:
     return [str(cpus[i % len(cpus)]) for i in range(replicas)]
 
 
-class ReplicaSet:
+class ReplicaSet(ReplicaClient):
     """`replicas` online engines as Ray actors behind one dispatcher; `call` as OnlineEngine's.
 
     `dispatch`: `Balanced(alpha)` (default alpha 0.5; `sluice engine tune-alpha` picks one on a
@@ -106,37 +290,18 @@ class ReplicaSet:
     def __init__(self, config: EngineConfig, schedule: Schedule | None = None, *,
                  replicas: int = 2, dispatch: RoundRobin | Balanced | None = None,
                  num_cpus: float = 1, num_gpus: float = 0, ray_address: str | None = None):
-        if replicas < 1:
-            raise ValueError(f"replicas: need at least 1, got {replicas}")
-        self.config, self.schedule = config, schedule or Schedule()
-        self.replicas, self.rule = replicas, dispatch or Balanced(0.5)
+        super().__init__(config, schedule, replicas)
+        self.rule = dispatch or Balanced(0.5)
         self.num_cpus, self.num_gpus, self.ray_address = num_cpus, num_gpus, ray_address
-        self.estimator = StageTimeEstimator()   # splits deadlines; learns every replica's calls
-        self.traces: deque[CallTrace] = deque(maxlen=TRACE_WINDOW)   # online calls, as returned
         self._actors: list = []
         self._errors: list[str | None] = []
         self._started_ray = False
 
-    async def __aenter__(self) -> "ReplicaSet":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
     async def start(self) -> None:
+        self.config.check()
+        self._started_ray = init_ray(self.ray_address)
         import ray
 
-        self.config.check()
-        if not ray.is_initialized():
-            # ray.init replaces the SIGTERM handler with one that exits at once; a server that
-            # drains on SIGTERM keeps its own (close() stops Ray)
-            sigterm = signal.getsignal(signal.SIGTERM)
-            ray.init(address=self.ray_address or "local", include_dashboard=False,
-                     logging_level="WARNING", log_to_driver=False)   # vLLM's INFO lines
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, sigterm)
-            self._started_ray = True
         local = not self.ray_address and self.num_gpus == 0
         shares = cpu_shares(self.replicas, os.sched_getaffinity(0)) if local else []
         actor = ray.remote(EngineReplica)
@@ -144,17 +309,16 @@ class ReplicaSet:
             env = {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": shares[i]}} if shares else {}
             self._actors.append(actor.options(
                 num_cpus=self.num_cpus, num_gpus=self.num_gpus, runtime_env=env,
-                max_concurrency=10_000).remote(self.config, self.schedule))
-        kv_tokens = await asyncio.gather(*[a.start.remote() for a in self._actors])
+                max_concurrency=10_000).remote(self.config, self.schedule, str(i)))
+        infos = await asyncio.gather(*[a.start.remote() for a in self._actors])
         self._errors = [None] * self.replicas
-        from transformers import AutoTokenizer     # the tokenizer vLLM builds for the model
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
-        self.kv_cache_tokens = min(kv_tokens)
-        blocks = [k // self.config.block_size for k in kv_tokens]
+        self._load_tokenizer()
+        self.kv_cache_tokens = min(i["kv_cache_tokens"] for i in infos)
+        self.max_num_seqs = min(i["max_num_seqs"] for i in infos)
+        blocks = [i["kv_cache_tokens"] // self.config.block_size for i in infos]
         self.dispatcher = Dispatcher(self.rule, [self.estimator] * self.replicas,
                                      [PrefixIndex(self.config.block_size, b) for b in blocks],
-                                     self.schedule.max_inflight_seqs)
+                                     self.schedule.seq_bound(self.max_num_seqs))
         self._watch = asyncio.create_task(self._watch_health())
 
     async def _watch_health(self) -> None:
@@ -183,66 +347,30 @@ class ReplicaSet:
 
     # --- calls -----------------------------------------------------------------------------
 
-    async def call(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
-                   workflow: Workflow | None = None, stage: str | None = None) -> Completion:
-        """Run one call on the replica the dispatcher picks; errors as OnlineEngine.call's."""
-        async with contextlib.aclosing(self.stream(prompt, params, workflow=workflow, stage=stage,
-                                                   whole=True)) as chunks:
-            async for completion in chunks:
-                return completion
-
-    async def stream(self, prompt: Prompt, params: SamplingParams = SamplingParams(), *,
-                     workflow: Workflow | None = None, stage: str | None = None,
-                     whole: bool = False) -> AsyncIterator[Completion]:
-        """As OnlineEngine.stream (`whole`: one completion at the end instead). A replica found
-        dead before the call's first chunk: the call goes to another live replica."""
+    def _target(self, route: Route) -> tuple[int, float]:
         if not self._actors:
             raise EngineDead("replicas: not started; use `async with ReplicaSet(config)`")
-        ids = encode(self.tokenizer, [prompt])[0]
-        error = prompt_error(prompt, ids, self.config.max_model_len)
-        if error:
-            raise CallError(error)
-        deadline, kind = None, stage or "call"
-        if workflow is not None:
-            now = time.monotonic()
-            deadline = workflow.deadline_for(stage, now, self.estimator.stage_time)
-            kind, deadline = deadline.kind, deadline.relative(now)
-        max_tokens = min(params.max_tokens, self.config.max_model_len - len(ids))
-        hashes = block_hashes(ids, self.config.block_size)
-        while True:
-            e, estimate = self._assign(kind, len(ids), max_tokens, hashes)
-            started = False
-            try:
-                if whole:
-                    completion, trace = await self._cancellable(
-                        self._actors[e].call.remote(prompt, params, deadline))
-                    self._observe(trace)
-                    yield completion
-                    return
-                chunks = self._actors[e].stream.options(num_returns="streaming").remote(
-                    prompt, params, deadline)
-                async with contextlib.aclosing(self._chunks(chunks)) as items:
-                    async for item in items:
-                        if isinstance(item, CallTrace):
-                            self._observe(item)
-                        else:
-                            started = True
-                            yield item
-                return
-            except Exception as error:
-                cause = getattr(error, "cause", None) or error
-                if isinstance(cause, CallError):
-                    raise cause from None
-                message = self._mark_dead(e, cause)
-                if started:
-                    raise EngineDead(message) from None
-            finally:
-                self.dispatcher.finished(e, estimate)
+        if not any(self.dispatcher.alive):
+            raise EngineDead("; ".join(e for e in self._errors if e))
+        return self.dispatcher.assign(route.kind, route.prompt_tokens, route.max_tokens,
+                                      route.hashes)
 
-    def _observe(self, trace: CallTrace) -> None:
-        self.traces.append(trace)
-        self.estimator.observe(trace.kind, trace.prompt_tokens, trace.output_tokens, trace.run_s,
-                               trace.cached_tokens, trace.load)
+    async def _send(self, target, route, prompt, params, deadline, whole):
+        actor = self._actors[target[0]]
+        if whole:
+            completion, trace = await self._cancellable(actor.call.remote(prompt, params, deadline))
+            yield trace
+            yield completion
+            return
+        async for item in self._chunks(actor.stream.options(num_returns="streaming").remote(
+                prompt, params, deadline)):
+            yield item
+
+    def _lost(self, target, cause: BaseException, attempt: int) -> str:
+        return self._mark_dead(target[0], cause)
+
+    def _done(self, target) -> None:
+        self.dispatcher.finished(*target)
 
     @staticmethod
     async def _cancellable(ref):
@@ -266,17 +394,15 @@ class ReplicaSet:
             ray.cancel(generator)
             raise
 
-    def _assign(self, kind: str, prompt_tokens: int, max_tokens: int, hashes) -> tuple[int, float]:
-        if not any(self.dispatcher.alive):
-            raise EngineDead("; ".join(e for e in self._errors if e))
-        return self.dispatcher.assign(kind, prompt_tokens, max_tokens, hashes)
-
     def _mark_dead(self, e: int, cause: BaseException) -> str:
         """Replica e's engine or actor is gone: it gets no more calls; says why."""
         if self._errors[e] is None:
-            why = str(cause) if isinstance(cause, EngineDead) else (
-                f"its actor stopped unexpectedly ({type(cause).__name__})")
-            self._errors[e] = f"replica {e}: {why}"
+            if isinstance(cause, ReplicaDead):
+                self._errors[e] = str(cause)
+            else:
+                why = str(cause) if isinstance(cause, EngineDead) else (
+                    f"its actor stopped unexpectedly ({type(cause).__name__})")
+                self._errors[e] = f"replica {e}: {why}"
         self.dispatcher.alive[e] = False
         return self._errors[e]
 
@@ -303,19 +429,11 @@ class ReplicaSet:
 
     # --- state ------------------------------------------------------------------------------
 
-    @property
-    def call_slots(self) -> int | None:
-        """Calls the live replicas run at once (None: unbounded)."""
-        per = self.schedule.max_inflight_seqs
-        return per and per * sum(self.dispatcher.alive)
+    def live_replicas(self) -> int:
+        return sum(self.dispatcher.alive) if self._actors else 0
 
-    def health(self) -> Health:
-        """The set's health as one engine's: ok while a replica is alive; calls sent and not
-        finished count as running up to the slots, the rest as waiting."""
-        sent, slots = sum(self.dispatcher.calls), self.call_slots
-        running = sent if slots is None else min(sent, slots)
-        error = "; ".join(e for e in self._errors if e) or None
-        return Health(any(self.dispatcher.alive), error, sent - running, running)
+    def errors(self) -> str | None:
+        return "; ".join(e for e in self._errors if e) or None
 
     async def replica_health(self) -> list[Health]:
         """Each replica's own health; a replica whose actor is gone reports its error."""
@@ -329,7 +447,7 @@ class ReplicaSet:
 
     async def set_schedule(self, schedule: Schedule) -> None:
         self.schedule = schedule
-        self.dispatcher.max_load = schedule.max_inflight_seqs
+        self.dispatcher.max_load = schedule.seq_bound(self.max_num_seqs)
         await asyncio.gather(*[a.set_schedule.remote(schedule) for a in self._actors])
 
     async def reset(self, estimator: StageTimeEstimator | None = None,
