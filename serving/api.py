@@ -1,5 +1,6 @@
-"""The HTTP API of `sluice serve`: one OnlineEngine (or engine replicas as Ray actors behind the
-workload-balanced dispatcher, engine/replicas.py), the SQL agents over named databases.
+"""The HTTP API of `sluice serve`: one OnlineEngine (or engine replicas as a Ray Serve deployment
+routed by the workload-balanced dispatcher, engine/serve_replicas.py), the SQL agents over named
+databases.
 
     app = create_app(load_serve_config("serve.yaml"))     # run with uvicorn (serving/serve_cli.py)
 
@@ -28,8 +29,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from sluice.engine import (CallError, Completion, EngineDead, OnlineEngine, ReplicaSet, Stage,
-                           Workflow, prompt_error)
+from sluice.engine import (CallError, Completion, EngineDead, OnlineEngine, Stage, Workflow,
+                           prompt_error)
+from sluice.engine.replicas import ReplicaClient
 from sluice.engine.vllm_backend import encode
 from sluice.sql_agent.duck import SqlError
 from sluice.sql_agent.text2sql.agent import Text2SQL, plan
@@ -144,18 +146,20 @@ class Server:
         self.config = config
         self.gate = Gate(config.limits.max_queue)
         self.metrics = ServeMetrics()
-        self.engine: OnlineEngine | ReplicaSet | None = None
+        self.engine: OnlineEngine | ReplicaClient | None = None
         self.agents: dict[str, Text2SQL] = {}
         self.rewriters: dict = {}
         self.rewrite_locks = {name: asyncio.Lock() for name in config.databases}
 
-    def build_engine(self) -> OnlineEngine | ReplicaSet:
+    def build_engine(self) -> OnlineEngine | ReplicaClient:
         r = self.config.replicas
-        if not r.as_actors:
+        if not r.on_ray:
             return OnlineEngine(self.config.engine, self.config.schedule)
-        return ReplicaSet(self.config.engine, self.config.schedule, replicas=r.count,
-                          dispatch=r.rule(), num_cpus=r.num_cpus, num_gpus=r.num_gpus,
-                          ray_address=r.ray_address)
+        from sluice.engine.serve_replicas import ServeReplicas
+
+        return ServeReplicas(self.config.engine, self.config.schedule, replicas=r.count,
+                             dispatch=r.dispatch, alpha=r.alpha, num_cpus=r.num_cpus,
+                             num_gpus=r.num_gpus, ray_address=r.ray_address)
 
     @asynccontextmanager
     async def running(self, app):

@@ -36,6 +36,10 @@ class ServeMetrics:
                                      registry=r)
         self.cached_tokens = Counter("sluice_prefix_cache_hit_tokens", "prompt tokens served from the "
                                      "prefix cache, by stage kind", ["stage"], registry=r)
+        self.replica_calls = Counter("sluice_replica_calls", "LLM calls by the engine replica that "
+                                     "ran them (with --replicas)", ["replica"], registry=r)
+        self.replica_cached = Counter("sluice_replica_prefix_cache_hit_tokens", "prompt tokens "
+                                      "served from a replica's prefix cache", ["replica"], registry=r)
         self._last_trace = None
         self._slo_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])   # route -> met, all
 
@@ -61,6 +65,9 @@ class ServeMetrics:
             self.stage_latency.labels(t.kind).observe(t.queued_s + t.run_s)
             self.prompt_tokens.labels(t.kind).inc(t.prompt_tokens)
             self.cached_tokens.labels(t.kind).inc(t.cached_tokens)
+            if t.replica is not None:
+                self.replica_calls.labels(t.replica).inc()
+                self.replica_cached.labels(t.replica).inc(t.cached_tokens)
         return generate_latest(self.registry)
 
     def _new_traces(self, traces) -> list:

@@ -50,8 +50,9 @@ def add_serve_command(subparsers) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--replicas", type=int,
-                       help="engine replicas as Ray actors behind sluice's dispatcher (default: "
-                            "the config's replicas.count, else 1: one engine in this process)")
+                       help="engine replicas as a Ray Serve deployment routed by sluice's "
+                            "dispatcher (needs the serve extra; default: the config's "
+                            "replicas.count, else 1: one engine in this process)")
     serve.add_argument("--ray-address", help="run the replicas on this Ray cluster (default: local Ray)")
     serve.set_defaults(func=cmd_serve)
 

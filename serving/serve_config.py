@@ -10,7 +10,7 @@
     text2sql: {candidates: 4, revisions: 2}     # Text2SQLConfig, its SLO from slo.sql_ask_ms
     rewrite: {min_speedup: 1.5, runs: 5}        # RewriteConfig
     drain: {grace_s: 30}                        # SIGTERM: finish in-flight requests this long
-    replicas: {count: 2, dispatch: balanced, alpha: 0.5, num_cpus: 1}   # engines as Ray actors
+    replicas: {count: 2, dispatch: balanced, alpha: 0.5, num_cpus: 1}   # a Ray Serve deployment
 
 API keys are `tenant=key` entries: one a line in the keys file (`#` comments), separated by
 commas or whitespace in the environment variable. A key maps to its tenant.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice.engine import POLICIES, Balanced, EngineConfig, EngineConfigError, RoundRobin, Schedule
+from sluice.engine import POLICIES, EngineConfig, EngineConfigError, Schedule
 from sluice.engine.config import looks_like_path
 from sluice.operators.base import closest_name
 from sluice.operators.recipe import RecipeError, _Doc, parse, read_recipe_text
@@ -56,7 +56,8 @@ class Drain:
 
 @dataclass(frozen=True)
 class Replicas:
-    count: int = 1                    # 1: one engine in the server's process; more: Ray actors
+    count: int = 1                    # 1: one engine in the server's process; more: replicas
+                                      # of a Ray Serve deployment
     dispatch: str = "balanced"        # balanced (HEXGEN's rule at `alpha`) or round-robin
     alpha: float = 0.5                # `sluice engine tune-alpha` picks one from a trace
     num_cpus: float = 1.0             # Ray CPUs per replica
@@ -73,11 +74,8 @@ class Replicas:
             raise ValueError(f"replicas: alpha must be in [0, 1], got {self.alpha}")
 
     @property
-    def as_actors(self) -> bool:
+    def on_ray(self) -> bool:
         return self.count > 1 or self.ray_address is not None
-
-    def rule(self):
-        return RoundRobin() if self.dispatch == "round-robin" else Balanced(self.alpha)
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,10 @@ def test_a_good_config_is_read_with_paths_relative_to_it(folder):
 
 def test_replicas_from_the_config_and_the_command_line(folder, capsys):
     c = load_serve_config(write(folder, "model: {path: model}\nreplicas: {count: 3, alpha: 0.8}\n"))
-    assert c.replicas.count == 3 and c.replicas.as_actors and c.replicas.rule().alpha == 0.8
+    assert c.replicas.count == 3 and c.replicas.on_ray and c.replicas.alpha == 0.8
     path = write(folder, "model: {path: model}\n")
-    assert not load_serve_config(path).replicas.as_actors
+    assert not load_serve_config(path).replicas.on_ray
+    assert load_serve_config(path).schedule.max_inflight_seqs == "auto"
     assert main(["serve", "--config", str(path), "--replicas", "0"]) == 2
     assert capsys.readouterr().err.strip() == "sluice: error: replicas: count must be at least 1, got 0"
 

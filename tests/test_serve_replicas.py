@@ -1,6 +1,8 @@
-"""`sluice serve --replicas 2`: the same server with two engine replicas as Ray actors behind
-sluice's dispatcher (a real uvicorn server on loopback, the tiny dummy-weight model on vLLM
-CPU); /health turns 503 when the replicas' engines die; SIGTERM leaves no process behind."""
+"""`sluice serve --replicas 2`: the same server with its engine replicas as a Ray Serve deployment
+on a local Ray, routed by sluice's dispatcher (a real uvicorn server on loopback, the tiny
+dummy-weight model on vLLM CPU, real Ray Serve). Calls spread over both replicas; a call goes
+to the replica holding its prompt's prefix; a replica whose engine dies is routed around and
+replaced by Serve; SIGTERM leaves no process behind."""
 
 import concurrent.futures
 import json
@@ -17,7 +19,8 @@ from sluice.engine.testing import build_tiny_model
 from sluice.serving.testing import free_port, wait_healthy
 from test_serve_api import STARTUP_S, metric
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+WORDS = "the quick brown fox jumps over the lazy dog while rows flow through the filters "
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,6 @@ def server(tmp_path_factory):
 model: {path: tiny, name: tiny}
 engine: {dtype: float32, max_model_len: 1024, kv_cache_tokens: 8192, load_format: dummy,
          enforce_eager: true}
-schedule: {max_inflight_seqs: 4}
 replicas: {dispatch: balanced, alpha: 0.5}
 drain: {grace_s: 30}
 """)
@@ -58,43 +60,79 @@ def engine_cores(proc) -> list[psutil.Process]:
             if "EngineCore" in " ".join(p.cmdline())]
 
 
-def test_concurrent_completions_spread_over_both_replicas(server, client):
+def replica_calls(client) -> dict[str, float]:
+    """sluice_replica_calls_total by replica name."""
+    out = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("sluice_replica_calls_total{"):
+            out[line.split('"')[1]] = float(line.split()[-1])
+    return out
+
+
+def complete(client, prompt: str, max_tokens: int = 4) -> httpx.Response:
+    return client.post("/v1/completions", json={"model": "tiny", "prompt": prompt,
+                                                "max_tokens": max_tokens, "ignore_eos": True})
+
+
+def test_calls_spread_over_both_replicas(server, client):
     assert len(engine_cores(server[0])) == 2
-
-    def complete(i):
-        return client.post("/v1/completions", json={
-            "model": "tiny", "prompt": f"shared schema words {i}", "max_tokens": 4 + i,
-            "ignore_eos": True})
-
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        replies = list(pool.map(complete, range(6)))
-    assert [r.status_code for r in replies] == [200] * 6
-    assert [r.json()["usage"]["completion_tokens"] for r in replies] == [4 + i for i in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda i: complete(client, f"words {i}", 4 + i), range(8)))
+    assert [r.status_code for r in replies] == [200] * 8
+    assert [r.json()["usage"]["completion_tokens"] for r in replies] == [4 + i for i in range(8)]
     with client.stream("POST", "/v1/chat/completions", json={
             "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
             "ignore_eos": True, "stream": True}) as r:
         events = [line for line in r.iter_lines() if line]
     assert events[-1] == "data: [DONE]"
     assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "length"
-    assert metric(client, "sluice_prompt_tokens_total", stage="completion") > 0
+    calls = replica_calls(client)
+    assert len(calls) == 2 and sum(calls.values()) == 9, calls
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["running"] == 0
 
 
-def test_dead_replicas_turn_health_to_503_and_sigterm_leaves_nothing(server, client):
+def test_a_call_goes_to_the_replica_holding_its_prefix(client):
+    for i in range(6):      # the estimator learns what an uncached prompt token costs
+        assert complete(client, f"{i} " + WORDS * (1 + 5 * (i % 2))).status_code == 200
+    prefix = f"shared schema {time.time()} " + WORDS * 10           # about 700 tokens
+    first = complete(client, prefix + "question 0")
+    assert first.status_code == 200
+    before = replica_calls(client)
+    hits = [complete(client, prefix + f"question {i}").json()["usage"] for i in range(1, 5)]
+    after = replica_calls(client)
+    grown = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    assert list(grown.values()) == [4], grown           # all four on one replica ...
+    assert all(u["cached_tokens"] >= u["prompt_tokens"] - 64 for u in hits), hits   # ... its cache
+    assert metric(client, "sluice_replica_prefix_cache_hit_tokens_total",
+                  replica=next(iter(grown))) >= sum(u["cached_tokens"] for u in hits)
+
+
+def test_a_dead_replica_is_routed_around_and_replaced(server, client):
+    proc = server[0]
+    names = set(replica_calls(client))
+    victim = engine_cores(proc)[0]
+    victim.kill()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda i: complete(client, f"after the kill {i}"), range(6)))
+    assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
+    assert client.get("/health").status_code == 200
+    deadline = time.monotonic() + STARTUP_S          # Serve's health check fails; a new replica
+    while len(engine_cores(proc)) < 2 or victim.pid in [p.pid for p in engine_cores(proc)]:
+        assert time.monotonic() < deadline, "Serve did not replace the replica whose engine died"
+        time.sleep(2)
+    while not set(replica_calls(client)) - names:    # the new replica gets calls
+        assert time.monotonic() < deadline, f"no call reached a new replica: {replica_calls(client)}"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert all(r.status_code == 200 for r in pool.map(
+                lambda i: complete(client, f"new replica {i}"), range(4)))
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_sigterm_leaves_no_process_behind(server, client):
     proc = server[0]
     below = psutil.Process(proc.pid).children(recursive=True)
-    for core in engine_cores(proc):
-        core.kill()
-    deadline = time.monotonic() + 30
-    while client.get("/health").status_code == 200:
-        assert time.monotonic() < deadline, "/health still 200 after both engines died"
-        time.sleep(0.5)
-    health = client.get("/health").json()
-    assert health["status"] == "dead" and "replica 0" in health["error"]
-    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2})
-    assert r.status_code == 503 and r.json()["error"]["type"] == "engine_error"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(90) == 0
+    assert proc.wait(120) == 0
     _, alive = psutil.wait_procs(below, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
