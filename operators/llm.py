@@ -19,7 +19,6 @@ input order; `__id__` keeps the input order.
 from __future__ import annotations
 
 import dataclasses
-import html
 import re
 import zlib
 from typing import ClassVar, Optional
@@ -33,6 +32,7 @@ from sluice.engine import BatchEngine, Completion, EngineConfig, EngineConfigErr
 
 from .base import (REJECT_COLUMN, STATS_PREFIX, Operator, ParamError, in_range, param,
                    register)
+from .html_render import html_table
 
 PROMPT_COLUMN = "__prompt__"
 ROUTE_COLUMN = "__route__"
@@ -261,12 +261,8 @@ BATCH_COLUMNS = ("actor", "requests", "rejected", "prompt_tokens", "cached_token
 
 def batch_table_html(reports: list[dict]) -> str:
     """The per-batch engine reports as an HTML table for the run report."""
-    def cell(value):
-        return f"<td>{value:.2f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
-
-    head = "".join(f"<th>{c}</th>" for c in BATCH_COLUMNS)
-    rows = "".join("<tr>" + "".join(cell(r[c]) for c in BATCH_COLUMNS) + "</tr>" for r in reports)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    return html_table(BATCH_COLUMNS, [[f"{r[c]:.2f}" if isinstance(r[c], float) else r[c] for c in BATCH_COLUMNS]
+                                      for r in reports])
 
 
 @register

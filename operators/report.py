@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 
-HIST_BINS = 30
+from .html_render import Bar, html_table, render, svg_bars, svg_histogram
 
 
 def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_seconds: float,
@@ -89,68 +88,27 @@ def format_summary(summary: dict) -> str:
 
 # ---- HTML report ----
 
-def svg_histogram(before: np.ndarray, after: np.ndarray | None, width: int = 520, height: int = 170) -> str:
-    """Overlaid histograms (before filtering in grey, kept rows in blue) as inline SVG."""
-    # The 0.5-99.5 percentile range: a few extreme values would squeeze everything else
-    # into one bar; they are counted in the edge bars instead.
-    values = before if after is None or not len(after) else np.concatenate([before, after])
-    lo, hi = (float(x) for x in np.percentile(values, [0.5, 99.5]))
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, HIST_BINS + 1)
-    series = [(before, "#b8b8b8")] + ([(after, "#3b7dd8")] if after is not None and len(after) else [])
-    series = [(np.histogram(np.clip(v, lo, hi), edges)[0], color) for v, color in series]
-    top = max(counts.max() for counts, _ in series) or 1
-    bar_w = (width - 40) / HIST_BINS
-    parts = [f'<svg width="{width}" height="{height + 20}" xmlns="http://www.w3.org/2000/svg">']
-    for counts, color in series:
-        for i, c in enumerate(counts):
-            h = (height - 10) * c / top
-            parts.append(f'<rect x="{30 + i * bar_w:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" '
-                         f'height="{h:.1f}" fill="{color}" fill-opacity="0.75"><title>{edges[i]:.4g}–'
-                         f'{edges[i + 1]:.4g}: {c}</title></rect>')
-    parts.append(f'<text x="30" y="{height + 15}" font-size="11">{lo:.4g}</text>')
-    parts.append(f'<text x="{width - 10}" y="{height + 15}" font-size="11" text-anchor="end">{hi:.4g}</text>')
-    parts.append(f'<text x="2" y="12" font-size="11">{top}</text></svg>')
-    return "".join(parts)
-
-
-def svg_bars(labels: list[str], values: list[float], unit: str = "", width: int = 520) -> str:
-    """Horizontal bar chart as inline SVG."""
-    top = max(values) if values and max(values) > 0 else 1
-    row = 18
-    parts = [f'<svg width="{width}" height="{row * len(labels) + 4}" xmlns="http://www.w3.org/2000/svg">']
-    for i, (label, v) in enumerate(zip(labels, values)):
-        w = (width - 260) * v / top
-        parts.append(f'<text x="0" y="{i * row + 13}" font-size="11">{html.escape(str(label))[:32]}</text>'
-                     f'<rect x="180" y="{i * row + 3}" width="{w:.1f}" height="{row - 5}" fill="#3b7dd8"/>'
-                     f'<text x="{184 + w:.1f}" y="{i * row + 13}" font-size="11">{v:,.0f}{unit}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+OPERATOR_COLUMNS = ("operator", "kind", "in", "out", "dropped", "rejected", "seconds", "rows/s")
 
 
 def write_report(path: Path, summary: dict, snapshot: dict, sections: list[tuple[str, str]]) -> None:
-    rows = "".join(
-        f"<tr><td>{html.escape(o['name'])}</td><td>{o['kind']}</td><td>{o['rows_in']:,}</td>"
-        f"<td>{o['rows_out']:,}</td><td>{o['dropped']:,}</td><td>{o['rejected']:,}</td>"
-        f"<td>{o['seconds']:.2f}</td><td>{(o['rows_per_s'] or 0):,.0f}</td></tr>"
-        for o in summary["operators"])
-    ops = [o for o in summary["operators"] if o["rows_per_s"]]
-    speed = svg_bars([o["name"] for o in ops], [o["rows_per_s"] for o in ops], " rows/s")
-    body = [
-        "<h1>sluice run report</h1>",
-        f"<p>Read {summary['rows_read']:,} rows; kept {summary['rows_kept']:,}; dropped "
-        f"{sum(summary['dropped'].values()):,}; rejected {sum(summary['rejected'].values()):,} "
-        f"(see <code>{html.escape(summary['rejects'])}</code>). "
-        f"{'Every row is accounted for.' if summary['accounted'] else '<b>Row accounting mismatch.</b>'}"
-        f"{' Analyze-only run: nothing was dropped by filters.' if summary['analyze'] else ''}</p>",
-        "<table><tr><th>operator</th><th>kind</th><th>in</th><th>out</th><th>dropped</th>"
-        f"<th>rejected</th><th>seconds</th><th>rows/s</th></tr>{rows}</table>",
-        "".join(f"<p><b>Note:</b> {html.escape(note)}</p>" for note in summary.get("notes", [])),
-        f"<h2>Throughput</h2>{speed}",
-        "<h2>Stats</h2><p>Grey: values at the filter's input (before filtering). Blue: rows kept "
-        "at the end of the run. Hover a bar for its range and count.</p>",
-    ]
+    """The run's HTML report: the summary, each operator's counts and throughput, each stat's
+    distribution, then the sections operators added (their HTML as they wrote it)."""
+    operators = html_table(OPERATOR_COLUMNS, [
+        [o["name"], o["kind"], f"{o['rows_in']:,}", f"{o['rows_out']:,}", f"{o['dropped']:,}",
+         f"{o['rejected']:,}", f"{o['seconds']:.2f}", f"{(o['rows_per_s'] or 0):,.0f}"]
+        for o in summary["operators"]])
+    speed = svg_bars([Bar(o["name"][:32], o["rows_per_s"], f"{o['rows_per_s']:,.0f} rows/s")
+                      for o in summary["operators"] if o["rows_per_s"]])
+    path.write_text(render("run_report.html.j2", s=summary, notes=summary.get("notes", []),
+                           dropped=sum(summary["dropped"].values()), rejected=sum(summary["rejected"].values()),
+                           operators=operators, speed=speed, stats=list(_stat_charts(snapshot)),
+                           sections=sections), encoding="utf-8")
+
+
+def _stat_charts(snapshot: dict):
+    """Per stat: a histogram of a numeric stat (before filtering and kept), or bars of the 20
+    most common values of a categorical one."""
     numeric, categories = snapshot["numeric"], snapshot["categories"]
     for stat in sorted({s for s, _ in numeric} | {s for s, _ in categories}):
         if (stat, "before") in numeric or (stat, "after") in numeric:
@@ -159,19 +117,12 @@ def write_report(path: Path, summary: dict, snapshot: dict, sections: list[tuple
             base = before if len(before) else after
             if base is None or not len(base):
                 continue
-            desc = _describe(base)
-            body.append(f"<h3>{html.escape(stat)}</h3><p>{desc}</p>{svg_histogram(base, after)}")
+            yield {"name": stat, "description": _describe(base), "chart": svg_histogram(base, after)}
         else:
             counts = categories.get((stat, "before")) or categories.get((stat, "after")) or {}
             top = sorted(counts.items(), key=lambda kv: -kv[1])[:20]
-            body.append(f"<h3>{html.escape(stat)}</h3>"
-                        + svg_bars([k for k, _ in top], [float(v) for _, v in top]))
-    for title, section in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>{section}")
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>sluice report</title>"
-                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
+            yield {"name": stat, "description": "",
+                   "chart": svg_bars([Bar(str(k)[:32], float(v), f"{v:,.0f}") for k, v in top])}
 
 
 def _describe(values: np.ndarray) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from typing import Optional
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..base import ID_COLUMN, Deduplicator, ParamError, param, register
+from ..html_render import html_items, html_table
 from . import signatures as sg
 from .components import SortedTable, candidate_edges, column_sum, connected_components, group_by
 
@@ -167,10 +167,8 @@ class document_minhash_deduplicator(Deduplicator):
         for removed, keeper, size in zip(*(sample[c].to_pylist() for c in (ID_COLUMN, "keeper", "size"))):
             a, b = by_id[removed], by_id[keeper]
             similarity = float(sg.estimated_jaccard(sigs[a:a + 1], sigs[b:b + 1])[0])
-            rows.append(f"<tr><td>{size}</td><td>{similarity:.2f}</td><td>{keeper}: {_snippet(texts[b])}</td>"
-                        f"<td>{removed}: {_snippet(texts[a])}</td></tr>")
-        return ("<table><tr><th>cluster size</th><th>estimated Jaccard</th><th>kept</th><th>dropped</th></tr>"
-                + "".join(rows) + "</table>")
+            rows.append([size, f"{similarity:.2f}", f"{keeper}: {_snippet(texts[b])}", f"{removed}: {_snippet(texts[a])}"])
+        return html_table(("cluster size", "estimated Jaccard", "kept", "dropped"), rows)
 
 
 def _since(start: float) -> float:
@@ -179,11 +177,11 @@ def _since(start: float) -> float:
 
 def _snippet(text: str | None, limit: int = 300) -> str:
     text = text or ""
-    return html.escape(text[:limit] + ("…" if len(text) > limit else ""))
+    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 def _stats_html(stats: dict) -> str:
-    return "<ul>" + "".join(f"<li>{k.replace('_', ' ')}: {v}</li>" for k, v in stats.items()) + "</ul>"
+    return html_items([(k.replace("_", " "), v) for k, v in stats.items()])
 
 
 def _with_signatures(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

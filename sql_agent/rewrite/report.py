@@ -4,10 +4,11 @@ speedups plotted (inline SVG, no external assets)."""
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 from pathlib import Path
+
+from sluice.operators.html_render import Bar, html_table, render, svg_bars
 
 FIELDS = ["query", "verdict", "source", "speedup", "best_verified_speedup", "original_s",
           "candidates", "rows", "error"]
@@ -35,25 +36,15 @@ def totals(rows: list[dict], min_speedup: float) -> dict:
             "productive": len(productive), "geomean_productive_speedup": geo}
 
 
-def _svg(rows: list[dict], min_speedup: float) -> str:
-    width, bar, top = 720, 18, 20
+COLORS = {"rewritten": "#2a7", "error": "#c33", "kept original": "#999"}
+
+
+def speedup_chart(rows: list[dict], min_speedup: float):
+    """Each query's best verified speedup as a bar, with lines at 1x and at `min_speedup`."""
     values = [r["best_verified_speedup"] or 0.0 for r in rows]
-    hi = max([min_speedup * 1.2, *values])
-    scale = (width - 200) / hi
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{top * 2 + bar * len(rows)}" font-family="sans-serif" font-size="11">']
-    for i, (r, v) in enumerate(zip(rows, values)):
-        y = top + i * bar
-        color = "#2a7" if r["verdict"] == "rewritten" else ("#c33" if r["verdict"] == "error" else "#999")
-        parts.append(f'<text x="0" y="{y + 12}">{html.escape(r["query"][:22])}</text>'
-                     f'<rect x="150" y="{y + 2}" width="{v * scale:.1f}" height="{bar - 4}" fill="{color}"/>'
-                     f'<text x="{155 + v * scale:.1f}" y="{y + 12}">{v:.2f}x</text>')
-    for mark, dash in ((1.0, "2,2"), (min_speedup, "6,3")):
-        x = 150 + mark * scale
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{top + bar * len(rows)}" '
-                     f'stroke="#333" stroke-dasharray="{dash}"/><text x="{x + 2:.1f}" y="{top - 8}">'
-                     f'{mark:g}x</text>')
-    return "".join(parts) + "</svg>"
+    bars = [Bar(r["query"][:22], v, f"{v:.2f}x", COLORS[r["verdict"]]) for r, v in zip(rows, values)]
+    return svg_bars(bars, width=720, label_width=150, text_room=50, least_top=min_speedup * 1.2,
+                    marks=[(1.0, "2,2", "1x"), (min_speedup, "6,3", f"{min_speedup:g}x")])
 
 
 def write_report(folder: str | Path, rows: list[dict], details: list[dict],
@@ -70,19 +61,10 @@ def write_report(folder: str | Path, rows: list[dict], details: list[dict],
     tot = totals(rows, min_speedup)
     paths["json"].write_text(json.dumps({"totals": tot, "queries": rows, "details": details},
                                         indent=1, default=str))
-    head = "".join(f"<th>{h}</th>" for h in FIELDS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[k]))}</td>" for k in FIELDS) + "</tr>"
-                   for r in rows)
-    geo = tot["geomean_productive_speedup"]
-    paths["html"].write_text(
-        "<!doctype html><meta charset='utf-8'><title>sluice sql rewrite</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
-        f"<h1>SQL rewrite report</h1><p>{tot['queries']} queries, {tot['rewritten']} rewritten, "
-        f"{tot['productive']} productive (&ge; {min_speedup:g}x), geometric mean "
-        f"{'%.2fx' % geo if geo else 'n/a'}, {tot['errors']} errors.</p>"
-        "<h2>Best verified speedup per query</h2><p>green: rewrite accepted; grey: original kept "
-        "(bar shows the best candidate that kept the result); red: error.</p>"
-        f"{_svg(rows, min_speedup)}<h2>Queries</h2><table><tr>{head}</tr>{body}</table>")
+    queries = html_table(FIELDS, [[_fmt(r[k]) for k in FIELDS] for r in rows])
+    paths["html"].write_text(render("report.html.j2", "sluice.sql_agent.rewrite", totals=tot,
+                                    min_speedup=min_speedup, chart=speedup_chart(rows, min_speedup),
+                                    queries=queries), encoding="utf-8")
     return paths
 
 
