@@ -24,6 +24,21 @@ process:
 """
 
 
+TEMPLATED = """
+name: t
+{# a comment
+   over three lines #}
+input: data.jsonl
+output: out
+process:
+{% for words in [3, 5,
+                 7] %}
+  - words_num_filter: {min_num: {{ words }}}
+{% endfor %}
+  - text_length_filter: {min_len: 10, max_len: 1000}
+"""
+
+
 @pytest.mark.parametrize("text, where, message", [
     (GOOD.replace("input:", "inptu:"), "2:1", "unknown key 'inptu'; did you mean 'input'?"),
     (GOOD.replace("text_length_filter", "text_lenght_filter"), "6:5",
@@ -37,6 +52,15 @@ process:
     (GOOD.replace("- whitespace_normalization_mapper: {}", "- [not, a, step]"), "5:5",
      "each process step is one `- op_name: {params}` mapping"),
     (GOOD.replace("name: t", "name: t\n  bad: indent"), "2:6", "invalid YAML"),
+    # a templated recipe names the file's line, not the rendered text's: the bad key in the loop
+    # body (line 9), rendered once per loop pass
+    (TEMPLATED.replace("min_num: {{ words }}", "min_num: {{ words }}, max_nun: 9"), "9:36",
+     "unknown parameter 'max_nun'; did you mean 'max_num'?"),
+    # after the loop, which wrote its body three times: line 11 of the file
+    (TEMPLATED.replace("min_len: 10", "min_len: ten"), "11:35", "text_length_filter.min_len: expected int"),
+    # below the comment: line 4 of the file, line 3 of the rendered text
+    (TEMPLATED.replace("input:", "inptu:"), "4:1", "unknown key 'inptu'; did you mean 'input'?"),
+    (TEMPLATED.replace("output: out", "output: [out"), "6:8", "invalid YAML"),  # seen at `process:`
 ])
 def test_validation_errors_name_file_line_column_and_the_fix(tmp_path, text, where, message):
     path = recipe_file(tmp_path, text)
@@ -61,39 +85,6 @@ def test_templates_take_set_variables_and_the_environment(tmp_path, monkeypatch)
     assert recipe.pipeline.ops[0].min_len == 77
     with pytest.raises(RecipeError, match=r"r.yaml:3:1: template variable 'output' is undefined; pass --set output="):
         load_recipe(path)
-
-
-TEMPLATED = """
-name: t
-{# a comment
-   over three lines #}
-input: data.jsonl
-output: out
-process:
-{% for words in [3, 5,
-                 7] %}
-  - words_num_filter: {min_num: {{ words }}}
-{% endfor %}
-  - text_length_filter: {min_len: 10, max_len: 1000}
-"""
-
-
-@pytest.mark.parametrize("text, where, message", [
-    # the bad key in the loop body (line 9), rendered once per loop pass
-    (TEMPLATED.replace("min_num: {{ words }}", "min_num: {{ words }}, max_nun: 9"), "9:",
-     "unknown parameter 'max_nun'; did you mean 'max_num'?"),
-    # after the loop, which wrote its body three times: line 11 of the file
-    (TEMPLATED.replace("min_len: 10", "min_len: ten"), "11:35", "text_length_filter.min_len: expected int"),
-    # below the comment: line 4 of the file, line 3 of the rendered text
-    (TEMPLATED.replace("input:", "inptu:"), "4:1", "unknown key 'inptu'; did you mean 'input'?"),
-    (TEMPLATED.replace("output: out", "output: [out"), "6:8", "invalid YAML"),  # seen at `process:`
-])
-def test_errors_in_a_templated_recipe_name_the_files_line(tmp_path, text, where, message):
-    path = recipe_file(tmp_path, text)
-    with pytest.raises(RecipeError) as err:
-        load_recipe(path)
-    assert str(err.value).startswith(f"{path}:{where}"), str(err.value)
-    assert message in str(err.value)
 
 
 def test_global_text_key_reaches_every_text_operator(tmp_path):
