@@ -107,3 +107,13 @@ def write_models(folder: Path, texts: list[str], lang: str = "en", vocab_size: i
                                    character_coverage=0.995)
     processor = spm.SentencePieceProcessor(model_file=str(folder / f"{lang}.sp.model"))
     write_arpa(folder / f"{lang}.arpa", [processor.encode_as_pieces(t) for t in texts])
+
+
+def dj_strip(word: str, specials: set[str]) -> str:
+    """Data-Juicer's strip of special characters from both ends of a word, read plainly."""
+    begin, end = 0, len(word)
+    while begin < end and word[begin] in specials:
+        begin += 1
+    while end > begin and word[end - 1] in specials:
+        end -= 1
+    return word[begin:end]

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dj_fixtures import sample_rows, write_arpa, write_models
+from dj_fixtures import dj_strip, sample_rows, write_arpa, write_models
 from sluice.operators.base import ParamError, create_operator
 from sluice.operators.text.words import special_characters
 
@@ -44,21 +44,12 @@ def stats(name, texts, **params) -> list:
 
 # ---- Data-Juicer's helpers, read plainly ----
 
-def dj_strip(word: str) -> str:
-    begin, end = 0, len(word)
-    while begin < end and word[begin] in SPECIAL:
-        begin += 1
-    while end > begin and word[end - 1] in SPECIAL:
-        end -= 1
-    return word[begin:end]
-
-
 def dj_words(text: str) -> list[str]:
     return [w for w in re.split(" |\n|\t", text) if w]
 
 
 def dj_refined(words: list[str]) -> list[str]:
-    return [w for w in (dj_strip(w.lower()) for w in words) if w]
+    return [w for w in (dj_strip(w.lower(), SPECIAL) for w in words) if w]
 
 
 def dj_merge(text: str, keep) -> str:
@@ -96,7 +87,7 @@ def test_remove_words_with_incorrect_substrings_matches_data_juicer():
     bad = ["http", "www", ".com", "href", "//"]
 
     def keep(word):
-        return all(b not in dj_strip(word) for b in bad)
+        return all(b not in dj_strip(word, SPECIAL) for b in bad)
 
     out = mapped("remove_words_with_incorrect_substrings_mapper", TEXTS)
     changed = 0

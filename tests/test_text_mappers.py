@@ -11,6 +11,7 @@ import ftfy
 import pyarrow as pa
 import pytest
 
+from dj_fixtures import dj_strip
 from sluice.operators.base import ParamError, create_operator
 from sluice.operators.text.words import special_characters
 
@@ -112,16 +113,8 @@ def reference_remove_long_words(text, min_len, max_len):
     word as they are."""
     specials = set(special_characters())
 
-    def strip(word):
-        a, b = 0, len(word)
-        while a < b and word[a] in specials:
-            a += 1
-        while b > a and word[b - 1] in specials:
-            b -= 1
-        return word[a:b]
-
     def keep(word):
-        return min_len <= len(word) <= max_len or min_len <= len(strip(word)) <= max_len
+        return min_len <= len(word) <= max_len or min_len <= len(dj_strip(word, specials)) <= max_len
 
     if all(keep(w) for w in text.replace("\n", " ").replace("\t", " ").split(" ") if w):
         return text
