@@ -184,7 +184,7 @@ class Server:
                 found = tenant
         if found is None or scheme.lower() != "bearer":
             raise APIError(401, "a valid API key is required: `Authorization: Bearer KEY`",
-                           "authentication_error", reason="unauthorized")
+                           "authentication_error", "authorization", reason="unauthorized")
         return found
 
     def check_model(self, model: str) -> None:

@@ -1,13 +1,15 @@
 """Admission at the door: refuse at once what cannot finish in time, instead of queueing it.
 
 A request is refused, in this order, when the server is draining (503, `draining`), when the
-requests admitted and not finished reach the queue bound (429, `queue_full`; a request of
+requests admitted and not finished reach the queue bound (`limits.max_queue`, by default twice
+the calls the engine runs at once; 429, `queue_full`; a request of
 `priority` p > 0 sees the bound divided by 1 + p, so less important work is shed first), when
 the queue is at least half full and its tenant already holds its fair share of it (429,
 `tenant_share`), or when its predicted finish lies past its deadline (429, `deadline`).
 
 The prediction: the request's own time from the engine's stage-time estimator, plus its wait
-behind the calls already in the engine: with S call slots (the schedule's max_inflight_seqs),
+behind the calls already in the engine: with S call slots (the engine's `call_slots`: the
+schedule's max_inflight_seqs, by default vLLM's max_num_seqs, times the live replicas),
 the calls ahead of it beyond the free slots finish in rounds of S, each as long as the mean of
 the recent calls. `Retry-After` is that wait, at least a second.
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from sluice.engine import OnlineEngine
 
 RECENT_CALLS = 64
+QUEUE_PER_SLOT = 2          # the default queue bound: this many requests per engine call slot
+UNBOUNDED_ENGINE_QUEUE = 256   # the default bound over an engine without admission control
 
 
 class Refused(Exception):
@@ -59,10 +63,17 @@ class Slot:
 
 
 class Gate:
-    def __init__(self, max_queue: int):
-        self.max_queue = max_queue
+    def __init__(self, max_queue: int | None):
+        self.max_queue = max_queue              # None: QUEUE_PER_SLOT x the engine's call slots
         self.held: Counter[str] = Counter()     # tenant -> requests admitted, not finished
         self.draining = False
+
+    def bound(self, engine: OnlineEngine) -> int:
+        """Requests admitted and not finished at most."""
+        if self.max_queue is not None:
+            return self.max_queue
+        slots = engine.call_slots
+        return QUEUE_PER_SLOT * slots if slots else UNBOUNDED_ENGINE_QUEUE
 
     @property
     def inflight(self) -> int:
@@ -75,12 +86,13 @@ class Gate:
             raise Refused(503, "draining", "the server is shutting down; retry on another replica")
         wait_s = queue_wait_s(engine)
         retry = max(1.0, wait_s)
-        bound = max(1, self.max_queue // (1 + max(priority, 0)))
+        max_queue = self.bound(engine)
+        bound = max(1, max_queue // (1 + max(priority, 0)))
         if self.inflight >= bound:
             raise Refused(429, "queue_full", f"the queue is full ({self.inflight} requests for a "
                           f"bound of {bound} at priority {priority})", retry)
         tenants = len(self.held + Counter([tenant]))
-        if self.inflight * 2 >= self.max_queue and self.held[tenant] >= self.max_queue / tenants:
+        if self.inflight * 2 >= max_queue and self.held[tenant] >= max_queue / tenants:
             raise Refused(429, "tenant_share", f"tenant '{tenant}' holds {self.held[tenant]} of "
                           f"{self.inflight} queued requests, its fair share under load", retry)
         if wait_s + own_s > slo_s:

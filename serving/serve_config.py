@@ -5,7 +5,7 @@
     schedule: {policy: urgency, max_inflight_seqs: 8}                         # Schedule
     databases: {shop: data/shop.duckdb}         # clients name a database, never send a path
     auth: {keys_file: keys.txt}                 # or keys_env: SLUICE_API_KEYS; none: open
-    limits: {max_queue: 64, max_body_bytes: 1048576}
+    limits: {max_queue: 256, max_body_bytes: 1048576}   # max_queue default: 2 x engine slots
     slo: {completion_ms: 30000, sql_ask_ms: 60000}
     text2sql: {candidates: 4, revisions: 2}     # Text2SQLConfig, its SLO from slo.sql_ask_ms
     rewrite: {min_speedup: 1.5, runs: 5}        # RewriteConfig
@@ -39,7 +39,8 @@ _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), 
 
 @dataclass(frozen=True)
 class Limits:
-    max_queue: int = 64               # requests admitted and not finished, all tenants together
+    max_queue: int | None = None      # requests admitted and not finished, all tenants together;
+                                      # None: twice the calls the engine runs at once
     max_body_bytes: int = 1 << 20     # a larger request body is refused with 413
 
 
@@ -158,7 +159,7 @@ def _section(doc: _Doc, key: str, cls, fixed: dict | None = None, *, handled: tu
         if not _accepts(annotation, value):
             raise doc.error(where, f"{key}.{name} must be {annotation.replace('|', 'or')}, "
                                    f"got {type(value).__name__}")
-        if positive and not value > 0:
+        if positive and value is not None and not value > 0:
             raise doc.error(where, f"{key}.{name} must be positive, got {value!r}")
     try:
         return cls(**values, **fixed)

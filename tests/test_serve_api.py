@@ -120,6 +120,7 @@ def test_models_and_auth(server, client):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
         r = httpx.get(f"{server[1]}/v1/models", headers=headers)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert r.json()["error"]["param"] == "authorization"
         assert r.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{server[1]}/v1/models", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
     assert httpx.get(f"{server[1]}/health").status_code == 200       # no key needed off /v1
