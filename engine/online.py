@@ -35,7 +35,7 @@ from .prefix_cache import PrefixIndex, block_hashes
 from .types import CallError, Completion, Prompt, SamplingParams, prompt_error
 from .vllm_backend import (CLOSE_TIMEOUT_S, child_pids, children_since, encode, reap,
                            to_completion, to_vllm)
-from .vllm_internals import kv_cache_blocks
+from .vllm_internals import kv_cache_blocks, max_num_seqs
 from .workflow import CallDeadline, Workflow
 
 VLLM_PRIORITIES = ("class", "workflow")
@@ -182,7 +182,7 @@ class OnlineEngine:
         self.tokenizer = self._llm.get_tokenizer()
         blocks = kv_cache_blocks(self._llm) - 1   # minus the null block
         self.kv_cache_tokens = blocks * self.config.block_size
-        self.max_num_seqs = self._llm.vllm_config.scheduler_config.max_num_seqs
+        self.max_num_seqs = max_num_seqs(self._llm)
         self.prefix = PrefixIndex(self.config.block_size, blocks)
         self._queue = AdmissionQueue(self.estimator, self.prefix)
 

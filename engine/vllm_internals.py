@@ -1,6 +1,6 @@
 """The parts of vLLM that are not its public API and that sluice reaches into, kept here and
 checked against the vLLM versions they were written for (pyproject.toml pins the same range):
-a built engine's KV cache size (`vllm_config.cache_config`) and the offline engine core's
+a built engine's KV cache size and batch bound (`vllm_config`) and the offline engine core's
 `shutdown`, which waits for its processes."""
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def version_problem() -> str | None:
 def kv_cache_blocks(engine) -> int:
     """KV cache blocks of a built engine (`LLM.llm_engine` or `AsyncLLM`), vLLM's null block included."""
     return engine.vllm_config.cache_config.num_gpu_blocks
+
+
+def max_num_seqs(engine) -> int:
+    """Sequences a built engine (`LLM.llm_engine` or `AsyncLLM`) batches in one step at most."""
+    return engine.vllm_config.scheduler_config.max_num_seqs
 
 
 def shutdown_engine_core(llm, timeout_s: float) -> None:
