@@ -6,6 +6,14 @@
 Every registered operator is reachable here by its registry name.
 """
 
+import os
+from pathlib import Path
+
+# Numba's compiled kernels go to the user's cache, not beside the installed package (which
+# may be read-only), so a first run's compilation is paid once per machine.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                             / "sluice" / "numba"))
+
 from .base import (OPERATORS, Deduplicator, Filter, Mapper, Operator, ParamError, Selector,
                    create_operator, get_operator, param, register)
 from .io import Source

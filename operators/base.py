@@ -8,9 +8,10 @@ Kinds:
 - Filter: computes named stats into `stats.<name>` columns (`compute_stats`), then keeps
   rows by thresholds (`keep`). A stat column already present is reused, so a later filter
   or an analyze-only run never computes the same stat twice.
-- Deduplicator: whole-dataset; an optional row-local `prepare` (hashes, signatures) fuses
-  into the preceding stage, then `apply` works on the Ray Dataset.
-- Selector: whole-dataset (`apply`): top-k, sampling, mixing.
+- Whole-dataset operators (`WholeDatasetOperator`): a row-local `prepare` (hashes,
+  signatures, ranks) fuses into the preceding stage, then `apply` works on the Ray Dataset
+  and `apply_table` on one Arrow table in a local run. Deduplicator and Selector are its
+  kinds; the LLM operators are another.
 
 Row-local operators may reject rows they cannot handle with `reject(...)`; the pipeline
 moves those rows to the rejects output with the reason and the operator's name.
@@ -165,28 +166,35 @@ class Filter(Operator):
         return table
 
 
-class Deduplicator(Operator):
+class WholeDatasetOperator(Operator):
+    """An operator that needs every row at once. Its row-local `prepare` (keys, signatures,
+    ranks) fuses into the stage before it; then `apply` works on the Ray Dataset, or, in a
+    local run, `apply_table` on the rows as one Arrow table. Both give the same rows."""
+
+    row_local: ClassVar[bool] = False
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return table
+
+    def apply(self, ds, ctx):
+        """The Ray Dataset after this operator. `ctx` is a `RunContext`."""
+        raise NotImplementedError
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        """The same on one table, in this process; an operator without it runs only on Ray."""
+        raise NotImplementedError
+
+    @classmethod
+    def runs_in_process(cls) -> bool:
+        return cls.apply_table is not WholeDatasetOperator.apply_table
+
+
+class Deduplicator(WholeDatasetOperator):
     kind: ClassVar[str] = "deduplicator"
-    row_local: ClassVar[bool] = False
-
-    def prepare(self, table: pa.Table) -> pa.Table:
-        """Row-local work (keys, signatures) fused into the preceding stage."""
-        return table
-
-    def apply(self, ds, ctx):
-        """Return the deduplicated Ray Dataset. `ctx` is a `RunContext`."""
-        raise NotImplementedError
 
 
-class Selector(Operator):
+class Selector(WholeDatasetOperator):
     kind: ClassVar[str] = "selector"
-    row_local: ClassVar[bool] = False
-
-    def prepare(self, table: pa.Table) -> pa.Table:
-        return table
-
-    def apply(self, ds, ctx):
-        raise NotImplementedError
 
 
 def in_range(values, lo=None, hi=None) -> pa.Array:

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from .io import write_table
+
 FORMATS = ("jsonl", "json", "parquet")
 
 
@@ -127,13 +129,5 @@ def read_result(files: list[Path]) -> pa.Table:
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.sluice-tmp")
-    if fmt == "parquet":
-        pq.write_table(table, temporary)
-    else:
-        rows = table.to_pylist()
-        with open(temporary, "w", encoding="utf-8") as f:
-            if fmt == "jsonl":
-                f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-            else:
-                f.write("[" + ",\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in rows) + "]\n")
+    write_table(table, str(temporary), fmt)
     os.replace(temporary, path)

@@ -146,8 +146,8 @@ class Rejects(list):
         self.extend(records)
 
 
-def write_rejects(path: str, records: list[dict]) -> None:
-    """Reject records as JSON lines."""
+def write_json_lines(path: str, records: list[dict]) -> None:
+    """Rows or reject records as JSON lines."""
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
@@ -533,6 +533,19 @@ def json_text(values: list) -> pa.Array:
 
 
 # ---- writing ----
+
+def write_table(table: pa.Table, path: str, fmt: str) -> None:
+    """A table as Parquet, JSON lines or (`json`) one JSON array."""
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif fmt == "jsonl":
+        write_json_lines(path, table.to_pylist())
+    elif fmt == "json":
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("[" + ",\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in table.to_pylist()) + "]\n")
+    else:
+        raise InputError(f"unknown output format '{fmt}'; use parquet or jsonl")
+
 
 def write_dataset(ds, path: str, fmt: str) -> None:
     if fmt == "parquet":

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from sluice.engine import BatchEngine, Completion, EngineConfig, EngineConfigError, SamplingParams
 
-from .base import (REJECT_COLUMN, STATS_PREFIX, Operator, ParamError, in_range, param,
+from .base import (REJECT_COLUMN, STATS_PREFIX, ParamError, WholeDatasetOperator, in_range, param,
                    register)
 from .html_render import html_table
 
@@ -40,7 +40,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)
-class EngineOperator(Operator):
+class EngineOperator(WholeDatasetOperator):
     """The engine parameters every operator that runs a model shares (not registered itself)."""
 
     kind: ClassVar[str] = "llm"

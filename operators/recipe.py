@@ -28,7 +28,8 @@ from .base import (ParamError, as_number, closest_name, create_operator, get_ope
                    param_problems)
 from .export import Export, ExportError
 from .io import Source
-from .pipeline import OperatorFailed, Pipeline, RunResult
+from .pipeline import Pipeline, RunResult
+from .stage import OperatorFailed
 from .template_lines import render_with_lines
 from .trace import TraceSettings
 
@@ -108,7 +109,8 @@ class Recipe:
     export: Export | None = None  # a Data-Juicer export_path: the result file(s) beside `output`
 
     def run(self, *, analyze: bool = False, quiet: bool = False, ray_address: str | None = None,
-            overwrite: bool = False, resume: bool = False, shared_fs: bool = False) -> RunResult:
+            overwrite: bool = False, resume: bool = False, shared_fs: bool = False,
+            executor: str = "auto") -> RunResult:
         check_ray_reachable(ray_address or self.ray_address)
         earlier = self.export.check_target(overwrite) if self.export is not None else []
         try:
@@ -116,7 +118,7 @@ class Recipe:
                                        analyze=analyze, keep_stats=self.keep_stats, seed=self.seed,
                                        ray_address=ray_address or self.ray_address, num_cpus=self.num_cpus,
                                        quiet=quiet, overwrite=overwrite, resume=resume or self.resume,
-                                       shared_fs=shared_fs or self.shared_fs)
+                                       shared_fs=shared_fs or self.shared_fs, executor=executor)
         except OperatorFailed as e:  # raised in a Ray worker: its first line is Ray's
             raise OperatorFailed(str(getattr(e, "cause", None) or e)) from None
         if self.export is None:

@@ -7,39 +7,34 @@ from pathlib import Path
 import numpy as np
 
 from .html_render import Bar, html_table, render, svg_bars, svg_histogram
+from .ledger import CRASHED, KEPT, READ, Count, labels
 
 
-def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_seconds: float,
-                  analyze: bool, output_format: str, files: list[str], resumed_files: int = 0) -> dict:
-    from .pipeline import CRASHED, READ, _labels
-
+def build_summary(pipeline, snapshot: dict, ctx, *, wall_seconds: float, analyze: bool, output_format: str,
+                  executor: str, files: list[str], resumed_files: int = 0) -> dict:
     counts = snapshot["counts"]
-    read_in, _, read_rejected, read_seconds = counts.get(READ, [0, 0, 0, 0.0])
-    operators = [_row(READ, "reader", read_in, read_in - read_rejected, read_rejected, read_seconds)]
-    for label, op in zip(_labels(pipeline.ops), pipeline.ops):
-        rows_in, rows_out, rejected, seconds = counts.get(label, [0, 0, 0, 0.0])
-        if label in driver_counts:
-            rows_in, with_rejects, driver_seconds = driver_counts[label]
-            rows_out, seconds = with_rejects - rejected, seconds + driver_seconds
-        elif not op.row_local:
-            continue  # a whole-dataset operator skipped by an analyze-only run
-        operators.append(_row(label, op.kind, rows_in, rows_out, rejected, seconds))
-    if CRASHED in counts:  # blocks on which a worker died, rejected by whichever stage met them
-        operators.append(_row(CRASHED, "stage", *counts[CRASHED]))
-    kept = counts.get("kept", [0, 0, 0, 0.0])[1]
+    read = counts.get(READ, Count(READ))
+    operators = [_row(read, "reader")]
+    for label, op in zip(labels(pipeline.ops), pipeline.ops):
+        if label in counts or op.row_local:  # a whole-dataset operator an analyze-only run skips has none
+            operators.append(_row(counts.get(label, Count(label)), op.kind))
+    if CRASHED in counts:
+        operators.append(_row(counts[CRASHED], "stage"))
+    kept = counts.get(KEPT, Count(KEPT)).rows_out
     dropped = {o["name"]: o["dropped"] for o in operators if o["dropped"]}
     rejected = {o["name"]: o["rejected"] for o in operators if o["rejected"]}
     accounted = kept + sum(dropped.values()) + sum(rejected.values())
     return {
-        "rows_read": read_in,
+        "rows_read": read.rows_in,
         "rows_kept": kept,
         "dropped": dropped,
         "rejected": rejected,
-        "accounted": accounted == read_in,
+        "accounted": accounted == read.rows_in,
         "analyze": analyze,
         "operators": operators,
         "wall_seconds": round(wall_seconds, 3),
         "resumed_files": resumed_files,  # input files taken from an interrupted run's checkpoint
+        "executor": executor,
         "cpus": ctx.num_cpus,
         "inputs": files,
         "output": str(ctx.output_dir / "data"),
@@ -52,21 +47,19 @@ def build_summary(pipeline, snapshot: dict, driver_counts: dict, ctx, *, wall_se
 
 def run_notes(pipeline) -> list[str]:
     """The pipeline's own notes, then each distinct operator note once, naming its operators."""
-    from .pipeline import _labels
-
     by_note: dict[str, list[str]] = {}
-    for label, op in zip(_labels(pipeline.ops), pipeline.ops):
+    for label, op in zip(labels(pipeline.ops), pipeline.ops):
         for note in op.notes():
             by_note.setdefault(note, []).append(label)
     return list(pipeline.notes) + [f"{', '.join(labels)}: {note}" for note, labels in by_note.items()]
 
 
-def _row(name: str, kind: str, rows_in: int, rows_out: int, rejected: int, seconds: float) -> dict:
+def _row(count: Count, kind: str) -> dict:
     return {
-        "name": name, "kind": kind, "rows_in": rows_in, "rows_out": rows_out,
-        "dropped": rows_in - rows_out - rejected, "rejected": rejected,
-        "seconds": round(seconds, 4),
-        "rows_per_s": round(rows_in / seconds, 1) if seconds > 0 else None,
+        "name": count.label, "kind": kind, "rows_in": count.rows_in, "rows_out": count.rows_out,
+        "dropped": count.dropped, "rejected": count.rejected,
+        "seconds": round(count.seconds, 4),
+        "rows_per_s": round(count.rows_in / count.seconds, 1) if count.seconds > 0 else None,
     }
 
 

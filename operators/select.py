@@ -32,16 +32,21 @@ def with_rank(table: pa.Table, seed: int) -> pa.Table:
     return table.append_column(RANK_COLUMN, pa.array(row_uniforms(ids, seed)))
 
 
+def _source_counts(table: pa.Table) -> pa.Table:
+    counts = pc.value_counts(table.column(SOURCE_COLUMN).combine_chunks())
+    return pa.table({"source": counts.field("values"), "n": counts.field("counts")})
+
+
 def source_counts(ds) -> dict[str, int]:
     """Rows per `__source__`, from per-block counts (tasks only, no shuffle)."""
-    def count(table: pa.Table) -> pa.Table:
-        counts = pc.value_counts(table.column(SOURCE_COLUMN).combine_chunks())
-        return pa.table({"source": counts.field("values"), "n": counts.field("counts")})
-
     totals: dict[str, int] = {}
-    for row in ds.map_batches(count, batch_format="pyarrow").take_all():
+    for row in ds.map_batches(_source_counts, batch_format="pyarrow").take_all():
         totals[row["source"]] = totals.get(row["source"], 0) + row["n"]
     return totals
+
+
+def table_source_counts(table: pa.Table) -> dict[str, int]:
+    return dict(zip(*(_source_counts(table).column(c).to_pylist() for c in ("source", "n"))))
 
 
 def _cutoff(k: int, n: int) -> float:
@@ -55,6 +60,19 @@ def _below(table: pa.Table, cutoffs: dict[str, float]) -> pa.Table:
     limit = pc.index_in(table.column(SOURCE_COLUMN), pa.array(list(cutoffs)))
     limit = pc.take(pa.array(list(cutoffs.values()), pa.float64()), limit)
     return table.filter(pc.fill_null(pc.less_equal(table.column(RANK_COLUMN), limit), False))
+
+
+def _threshold(ranks: np.ndarray, k: int) -> float:
+    """The k-th lowest of `ranks`."""
+    return float(np.partition(ranks, k - 1)[k - 1])
+
+
+def take_lowest_ranks_of_table(table: pa.Table, targets: dict[str, int]) -> pa.Table:
+    """`take_lowest_ranks` on one table."""
+    sources = table.column(SOURCE_COLUMN).to_numpy(zero_copy_only=False)
+    ranks = table.column(RANK_COLUMN).to_numpy()
+    thresholds = {s: _threshold(ranks[sources == s], k) for s, k in targets.items() if k}
+    return _below(table, thresholds) if thresholds else table.slice(0, 0)
 
 
 def take_lowest_ranks(ds, targets: dict[str, int], counts: dict[str, int]):
@@ -74,7 +92,7 @@ def take_lowest_ranks(ds, targets: dict[str, int], counts: dict[str, int]):
             if len(ranks) < targets[s]:  # the margin was not enough (rare): take every row's rank
                 cutoffs[s], short = 1.0, True
                 continue
-            thresholds[s] = float(np.partition(ranks, targets[s] - 1)[targets[s] - 1])
+            thresholds[s] = _threshold(ranks, targets[s])
         if not short:
             return candidates.map_batches(_below, batch_format="pyarrow", fn_kwargs={"cutoffs": thresholds})
 
@@ -100,11 +118,21 @@ class topk_specified_field_selector(Selector):
             raise ParamError(self.name, "field_key", str(e)) from None
 
     def apply(self, ds, ctx):
-        n = ds.count()
-        k = min(x for x in (self.topk, None if self.top_ratio is None else int(self.top_ratio * n)) if x is not None)
-        ranked = ds.map_batches(lambda t: t.filter(pc.is_valid(t.column(FIELD_COLUMN))), batch_format="pyarrow")
-        top = ranked.sort([FIELD_COLUMN, ID_COLUMN], descending=[self.reverse, False]).limit(k)
+        ranked = ds.map_batches(_rows_with_field, batch_format="pyarrow")
+        top = ranked.sort([FIELD_COLUMN, ID_COLUMN], descending=[self.reverse, False]).limit(self._k(ds.count()))
         return top.drop_columns([FIELD_COLUMN])
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        order = [(FIELD_COLUMN, "descending" if self.reverse else "ascending"), (ID_COLUMN, "ascending")]
+        top = _rows_with_field(table).sort_by(order).slice(0, self._k(table.num_rows))
+        return top.drop_columns([FIELD_COLUMN])
+
+    def _k(self, n: int) -> int:
+        return min(x for x in (self.topk, None if self.top_ratio is None else int(self.top_ratio * n)) if x is not None)
+
+
+def _rows_with_field(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_valid(table.column(FIELD_COLUMN)))
 
 
 @register
@@ -125,12 +153,18 @@ class random_selector(Selector):
 
     def apply(self, ds, ctx):
         counts = source_counts(ds)
+        return take_lowest_ranks(ds, self._targets(counts), counts).drop_columns([RANK_COLUMN])
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        targets = self._targets(table_source_counts(table))
+        return take_lowest_ranks_of_table(table, targets).drop_columns([RANK_COLUMN])
+
+    def _targets(self, counts: dict[str, int]) -> dict[str, int]:
         n = sum(counts.values())
         sizes = [self.select_num, None if self.select_ratio is None else int(self.select_ratio * n)]
         k = min(min(x for x in sizes if x is not None), n)
         # Spread k over the sources in proportion to their rows, so every source's sample is exact.
-        targets = mixture_targets(counts, {s: c for s, c in counts.items()}, k, {})
-        return take_lowest_ranks(ds, targets, counts).drop_columns([RANK_COLUMN])
+        return mixture_targets(counts, {s: c for s, c in counts.items()}, k, {})
 
 
 def mixture_targets(available: dict[str, int], weights: dict[str, float], total: int | None,
@@ -169,14 +203,20 @@ class source_mixer(Selector):
         return with_rank(table, self.seed)
 
     def apply(self, ds, ctx):
+        counts = source_counts(ds)
+        return take_lowest_ranks(ds, self._targets(counts, ctx), counts).drop_columns([RANK_COLUMN])
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        targets = self._targets(table_source_counts(table), ctx)
+        return take_lowest_ranks_of_table(table, targets).drop_columns([RANK_COLUMN])
+
+    def _targets(self, counts: dict[str, int], ctx) -> dict[str, int]:
         weights = self.weights or {name: s.weight for name, s in ctx.sources.items() if s.weight is not None}
         if not weights:
             weights = {name: 1.0 for name in ctx.sources}
-        counts = source_counts(ds)
         unknown = sorted(set(weights) - set(ctx.sources)) if ctx.sources else []
         if unknown:
             raise ValueError(f"source_mixer: no input named {unknown}; inputs are {sorted(ctx.sources)}")
         caps = self.max_rows_per_source
         caps = {s: caps for s in weights} if isinstance(caps, int) else dict(caps or {})
-        targets = mixture_targets(counts, weights, self.total_rows, caps)
-        return take_lowest_ranks(ds, targets, counts).drop_columns([RANK_COLUMN])
+        return mixture_targets(counts, weights, self.total_rows, caps)

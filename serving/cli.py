@@ -35,7 +35,8 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, _variables(args.set))
     try:
         result = recipe.run(analyze=args.analyze, quiet=args.quiet, ray_address=args.ray_address,
-                            overwrite=args.overwrite, resume=args.resume, shared_fs=args.shared_fs)
+                            overwrite=args.overwrite, resume=args.resume, shared_fs=args.shared_fs,
+                            executor=args.executor)
     except KeyboardInterrupt:
         partial = partial_folder(recipe.output)
         raise KeyboardInterrupt(f"{recipe.output} is as it was; the input files finished so far are kept in "
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a recipe (a YAML file or a built-in recipe name)")
     _recipe_arguments(run)
     run.add_argument("--ray-address", help="address of a running Ray cluster (default: local Ray)")
+    run.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
+                     help="where the run executes: ray (Ray Data), local (this process, no Ray), or auto: "
+                          "local for inputs up to 64 MB whose operators all run in one process")
     run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--json", action="store_true",
@@ -176,10 +180,13 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _stop_ray() -> None:
+def _stop_ray() -> bool:
+    """Stop this process's Ray, if it started one; whether it did."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+        return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sluice: error: {one_line(e)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt as e:
-        _stop_ray()
-        print("sluice: interrupted; Ray stopped" + (f"; {e}" if str(e) else ""), file=sys.stderr)
+        stopped = "; Ray stopped" if _stop_ray() else ""
+        print(f"sluice: interrupted{stopped}" + (f"; {e}" if str(e) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -83,23 +83,25 @@ class sleepy_mapper(Mapper):
 """
 
 
-def test_ctrl_c_stops_ray_and_exits_130(tmp_path):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_ctrl_c_stops_the_run_and_exits_130(tmp_path, executor):
     (tmp_path / "slow_ops.py").write_text(SLOW_OPS)
     recipe = _recipe(tmp_path, "modules: [slow_ops.py]\n")
     path = Path(recipe)
     path.write_text(path.read_text().replace("whitespace_normalization_mapper", "sleepy_mapper"))
-    proc = subprocess.Popen([str(BIN / "sluice"), "run", recipe, "--quiet"],
+    proc = subprocess.Popen([str(BIN / "sluice"), "run", recipe, "--quiet", "--executor", executor],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)  # until Ray runs the sleeping mapper
+        time.sleep(0.2)  # until the run reaches the sleeping mapper
     assert (tmp_path / "started").exists(), "the run never reached the mapper"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     partial = tmp_path / ".out.sluice-partial"
+    stopped = "; Ray stopped" if executor == "ray" else ""
     assert err.strip().splitlines()[-1] == (
-        f"sluice: interrupted; Ray stopped; {tmp_path}/out is as it was; the input files finished so far are "
+        f"sluice: interrupted{stopped}; {tmp_path}/out is as it was; the input files finished so far are "
         f"kept in {partial}: add --resume to continue")
     assert partial.is_dir() and not (tmp_path / "out").exists()
     assert not any("Traceback" in line for line in err.splitlines())

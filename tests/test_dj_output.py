@@ -14,7 +14,7 @@ import pytest
 
 from sluice.operators import Mapper, Pipeline, param, register
 from sluice.operators.export import ExportError
-from sluice.operators.pipeline import OperatorFailed
+from sluice.operators.stage import OperatorFailed
 from sluice.operators.recipe import load_recipe
 
 TEXTS = [f"row {i}: " + "a sentence of ordinary words " * (3 + i) for i in range(8)] + ["short"]

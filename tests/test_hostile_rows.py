@@ -275,7 +275,7 @@ class dies_on_marked_mapper(Mapper):
 def test_a_worker_dying_on_a_block_ends_that_block_in_the_rejects(ray_session, tmp_path, inp):
     write_lines(inp / "a.jsonl", GOOD)
     write_lines(inp / "b.jsonl", [json.dumps({"text": "DIE"}), json.dumps({"text": "beside it"})])
-    s, rejects, rows = run(tmp_path, inp, [dies_on_marked_mapper()])
+    s, rejects, rows = run(tmp_path, inp, [dies_on_marked_mapper()], executor="ray")
     assert texts(rows) == GOOD_TEXTS
     reason = "a worker died 2 times running dies_on_marked_mapper on the block holding this row"
     assert by_line(rejects) == {("b.jsonl", 1): reason, ("b.jsonl", 2): reason}

@@ -88,15 +88,15 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(ray_session, tmp_pa
           - document_deduplicator: {{}}
     """))
     out, partial = tmp_path / "out", tmp_path / ".out.sluice-partial"
-    load_recipe(str(recipe)).run(quiet=True)  # the uninterrupted run, in this process
+    load_recipe(str(recipe)).run(quiet=True)  # the uninterrupted run, in this process (the local executor)
     expected = read_output(str(out / "data")).to_pylist()
     expected_summary = json.loads((out / "summary.json").read_text())
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     (tmp_path / "hold").touch()
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet"], env={**os.environ, "SLUICE_TEST_TAG": tag},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet", "--executor", "ray"],
+                            env={**os.environ, "SLUICE_TEST_TAG": tag}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_until(lambda: (tmp_path / "started").exists()
                           and len(list(partial.glob("checkpoint/*.done.json"))) == 3, 120)
@@ -115,12 +115,11 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(ray_session, tmp_pa
         load_recipe(str(recipe), {"min_len": "6"}).run(quiet=True, resume=True)
 
     (tmp_path / "hold").unlink()
-    resumed = sluice("run", str(recipe), "--quiet", "--resume")
+    resumed = sluice("run", str(recipe), "--quiet", "--resume", "--executor", "ray")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed: 3 of 4 input files from the interrupted run" in resumed.stdout
     rows = read_output(str(out / "data")).to_pylist()
-    key = lambda r: (r["text"], r["i"])  # noqa: E731 (an exact dedup's join sets the order)
-    assert sorted(rows, key=key) == sorted(expected, key=key) and len({key(r) for r in rows}) == len(rows)
+    assert rows == expected  # the same rows in the same order, on Ray after a kill as in one process
     summary = json.loads((out / "summary.json").read_text())
     for key in ("rows_read", "rows_kept", "dropped", "rejected", "accounted"):
         assert summary[key] == expected_summary[key], key
@@ -135,8 +134,9 @@ def test_ctrl_c_while_ray_starts_stops_cleanly(tmp_path):
     recipe.write_text(f"name: r\ninput: {tmp_path}/in.jsonl\noutput: {tmp_path}/out\n"
                       "process:\n  - whitespace_normalization_mapper: {}\n")
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet"], env={**os.environ, "SLUICE_TEST_TAG": tag},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(BIN / "sluice"), "run", str(recipe), "--quiet", "--executor", "ray"],
+                            env={**os.environ, "SLUICE_TEST_TAG": tag}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         starting = wait_until(lambda: any(p.name() == "raylet" for p in tagged(tag)), 120)
         proc.send_signal(signal.SIGINT)  # Ray's first process is up, the rest are starting
@@ -181,12 +181,11 @@ def test_a_worker_killed_in_a_fused_stage_before_and_after_a_dedup_changes_nothi
     ops = [die_once_mapper(word="file 1 row 7", marker=str(tmp_path / "died-reading")),
            create_operator("document_deduplicator"),
            die_once_mapper(word="file 0 row 3", marker=str(tmp_path / "died-after-dedup"))]
-    killed = Pipeline(ops).run(str(inputs), output=tmp_path / "killed", quiet=True)
+    killed = Pipeline(ops).run(str(inputs), output=tmp_path / "killed", quiet=True, executor="ray")
     assert (tmp_path / "died-reading").exists() and (tmp_path / "died-after-dedup").exists()
-    # What an undisturbed run gives: file 2 repeats file 0. Rows leave an exact dedup in the
-    # join's order, not the input's, so they are compared as a set, with none twice.
-    rows = sorted(r["text"] for r in killed.table().to_pylist())
-    assert rows == sorted(f"file {k} row {i} words" for k in (0, 1) for i in range(40))
+    # What an undisturbed run gives, in input order: file 2 repeats file 0.
+    rows = [r["text"] for r in killed.table().to_pylist()]
+    assert rows == [f"file {k} row {i} words" for k in (0, 1) for i in range(40)]
     s = killed.summary
     assert (s["rows_read"], s["rows_kept"], s["dropped"], s["rejected"]) == (120, 80, {"document_deduplicator": 40}, {})
     assert s["accounted"]
@@ -210,10 +209,10 @@ def test_a_worker_killed_during_the_dedup_shuffle_changes_nothing(ray_session, t
     killer = threading.Thread(target=kill_the_shuffle, daemon=True)
     killer.start()
     dedup = Pipeline([create_operator("document_deduplicator")])
-    disturbed = dedup.run(str(inputs), output=tmp_path / "killed", quiet=True)
+    disturbed = dedup.run(str(inputs), output=tmp_path / "killed", quiet=True, executor="ray")
     killer_found = bool(killed)
     killed.append("stop")  # the thread stops looking
     assert killer_found, "no dedup shuffle worker was seen to kill"
-    rows = sorted(disturbed.table().column("text").to_pylist())  # an undisturbed run's: each text once
-    assert rows == sorted(f"row {i} words {k}" for i in range(2000) for k in (0, 1))
+    rows = disturbed.table().column("text").to_pylist()  # an undisturbed run's: each text once, in input order
+    assert rows == [f"row {i} words {k}" for k in (0, 1) for i in range(2000)]
     assert disturbed.summary["accounted"] and disturbed.summary["rejected"] == {}

@@ -12,7 +12,7 @@ import zstandard
 
 from sluice.operators import Pipeline, Source, create_operator
 from sluice.operators.base import Filter, Mapper, in_range, param, register
-from sluice.operators.pipeline import SLICE_ROWS
+from sluice.operators.stage import SLICE_ROWS
 
 
 @register

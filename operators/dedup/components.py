@@ -1,6 +1,7 @@
 """Near-duplicate clustering on Ray Data without collecting data or edges in one process.
 
-Building blocks, each a distributed Ray Data step:
+Building blocks, each a distributed Ray Data step (`local_connected_components` and
+`SortedTable.of_table` do the same on one table in a local run, with the same partition functions):
 - `group_by`: hash-shuffle on a key, then one vectorized call per partition (a partition holds
   every row of its keys), the way Ray's own `map_groups` co-locates groups, minus the Python
   call per group.
@@ -19,11 +20,20 @@ Building blocks, each a distributed Ray Data step:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
-import ray
 
 MAX_ROUNDS = 64
+
+
+@functools.cache
+def _remote(fn):
+    """`fn` as a Ray task needing no CPU; Ray is imported only by runs that use it."""
+    import ray
+
+    return ray.remote(num_cpus=0)(fn)
 
 
 def group_by(ds, key: str, fn, num_partitions: int, **fn_kwargs):
@@ -58,7 +68,7 @@ def _edges(src, dst, changed=None) -> pa.Table:
     return pa.table(columns)
 
 
-def _bucket_edges(table: pa.Table) -> pa.Table:
+def bucket_edges(table: pa.Table) -> pa.Table:
     keys, ids = _sorted_unique_pairs(table["key"].to_numpy(), table["id"].to_numpy())
     starts = _group_starts(keys)
     lowest = ids[_first_of_group(starts)]
@@ -67,7 +77,7 @@ def _bucket_edges(table: pa.Table) -> pa.Table:
 
 def candidate_edges(band_rows, num_partitions: int):
     """(src, dst) edges, src > dst: each document to the lowest id of every bucket it shares."""
-    return group_by(band_rows, "key", _bucket_edges, num_partitions)
+    return group_by(band_rows, "key", bucket_edges, num_partitions)
 
 
 def _both_directions(table: pa.Table) -> pa.Table:
@@ -104,7 +114,6 @@ def _small_star(table: pa.Table) -> pa.Table:
     return _edges(src, dst, changed)
 
 
-@ray.remote(num_cpus=0)
 def _column_sum(block: pa.Table, column: str) -> int:
     return int(block.column(column).to_numpy().sum()) if block.num_rows else 0
 
@@ -112,7 +121,21 @@ def _column_sum(block: pa.Table, column: str) -> int:
 def column_sum(ds, column: str) -> int:
     """Sum of an integer column of a materialized dataset, one small task per block (Ray's
     `Dataset.sum` starts a hash-shuffle aggregation, seconds on a busy machine)."""
-    return sum(ray.get([_column_sum.remote(ref, column) for ref in ds.to_arrow_refs()]))
+    import ray
+
+    return sum(ray.get([_remote(_column_sum).remote(ref, column) for ref in ds.to_arrow_refs()]))
+
+
+def local_connected_components(edges: pa.Table) -> tuple[pa.Table, int]:
+    """`connected_components` on one table in this process: each step on the whole edge list."""
+    edges = edges.select(["src", "dst"])
+    for rounds in range(1, MAX_ROUNDS + 1):
+        edges = _large_star(_both_directions(edges))
+        large_changes = int(edges["chg"].to_numpy().sum())
+        edges = _small_star(_oriented(edges))
+        if large_changes == 0 and int(edges["chg"].to_numpy().sum()) == 0:
+            return edges.select(["src", "dst"]), rounds
+    raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
 
 def connected_components(edges, num_partitions: int):
@@ -130,11 +153,10 @@ def connected_components(edges, num_partitions: int):
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
 
-@ray.remote(num_cpus=0)
 def _key_bounds(block: pa.Table, key: str):
-    keys = block.column(key).to_numpy()
-    if len(keys) == 0:
+    if block.num_rows == 0:  # an empty block may lack the columns too
         return None
+    keys = block.column(key).to_numpy()
     return int(keys[0]), int(keys[-1]), bool(np.all(keys[1:] > keys[:-1]))
 
 
@@ -143,7 +165,8 @@ def _sort_block(block: pa.Table, key: str) -> pa.Table:
 
 
 class SortedTable:
-    """Blocks of a dataset, each sorted by a unique int64 key, with each block's key range.
+    """Blocks of a dataset, each sorted by a unique int64 key, with each block's key range: Ray
+    object refs, or (`of_table`) one table in this process.
 
     Ranges may overlap (blocks from a hash partition); lookups then read more blocks, never
     more than one at a time. Blocks in key order (documents as read) are read only where needed."""
@@ -154,17 +177,29 @@ class SortedTable:
     @classmethod
     def build(cls, ds, key: str) -> "SortedTable":
         """Use the blocks of `ds` as they are when each is sorted by `key`, else sort each one."""
+        import ray
+
         ds = ds.materialize()
         refs = ds.to_arrow_refs()
-        bounds = ray.get([_key_bounds.remote(r, key) for r in refs])
+        bounds = ray.get([_remote(_key_bounds).remote(r, key) for r in refs])
         if not all(b[2] for b in bounds if b is not None):
             ds = ds.map_batches(_sort_block, batch_size=None, batch_format="pyarrow",
                                 fn_kwargs={"key": key}).materialize()
             refs = ds.to_arrow_refs()
-            bounds = ray.get([_key_bounds.remote(r, key) for r in refs])
+            bounds = ray.get([_remote(_key_bounds).remote(r, key) for r in refs])
         kept = [(r, b) for r, b in zip(refs, bounds) if b is not None]
         return cls([r for r, _ in kept], np.array([b[0] for _, b in kept], dtype=np.int64),
                    np.array([b[1] for _, b in kept], dtype=np.int64), key)
+
+    @classmethod
+    def of_table(cls, table: pa.Table, key: str) -> "SortedTable":
+        bounds = _key_bounds(table, key)
+        if bounds is None:
+            return cls([], np.zeros(0, np.int64), np.zeros(0, np.int64), key)
+        if not bounds[2]:
+            table = _sort_block(table, key)
+            bounds = _key_bounds(table, key)
+        return cls([table.combine_chunks()], np.array([bounds[0]]), np.array([bounds[1]]), key)
 
     def lookup(self, keys: np.ndarray, columns: list[str]) -> tuple[np.ndarray, pa.Table | None]:
         """(mask of keys found, rows of `columns` for the found keys, in the order of `keys`)."""
@@ -176,7 +211,7 @@ class SortedTable:
         positions, pieces = [], []
         lo, hi = np.searchsorted(sorted_keys, self.lows, "left"), np.searchsorted(sorted_keys, self.highs, "right")
         for i in np.flatnonzero(hi > lo):
-            block = ray.get(self.refs[i])
+            block = self.refs[i] if isinstance(self.refs[i], pa.Table) else _get(self.refs[i])
             block_keys = block.column(self.key).to_numpy()
             wanted = sorted_keys[lo[i]:hi[i]]
             at = np.minimum(np.searchsorted(block_keys, wanted), len(block_keys) - 1)
@@ -190,3 +225,9 @@ class SortedTable:
         found[positions] = True
         rows = pa.concat_tables(pieces).take(np.argsort(positions, kind="stable"))
         return found, rows
+
+
+def _get(ref) -> pa.Table:
+    import ray
+
+    return ray.get(ref)

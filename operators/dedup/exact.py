@@ -51,8 +51,21 @@ class document_deduplicator(Deduplicator):
     def apply(self, ds, ctx):
         from ray.data.aggregate import Min
 
-        partitions = partitions_for(ds, ctx.num_cpus)
-        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(KEY_COLUMN, num_partitions=partitions)
+        from .components import SortedTable
+
+        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(
+            KEY_COLUMN, num_partitions=partitions_for(ds, ctx.num_cpus))
         keepers = keepers.aggregate(Min(ID_COLUMN, alias_name=ID_COLUMN)).select_columns([ID_COLUMN])
-        kept = ds.join(keepers, join_type="left_semi", num_partitions=partitions, on=(ID_COLUMN,))
-        return kept.drop_columns([KEY_COLUMN])
+        # The keepers' ids are looked up from each block, so the documents keep their order.
+        return ds.map_batches(_keep_first, batch_format="pyarrow",
+                              fn_kwargs={"keepers": SortedTable.build(keepers, ID_COLUMN)})
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        keepers = table.select([KEY_COLUMN, ID_COLUMN]).group_by(KEY_COLUMN, use_threads=False).aggregate(
+            [(ID_COLUMN, "min")]).column(f"{ID_COLUMN}_min")
+        return table.filter(pc.is_in(table.column(ID_COLUMN), value_set=keepers)).drop_columns([KEY_COLUMN])
+
+
+def _keep_first(table: pa.Table, keepers) -> pa.Table:
+    found, _ = keepers.lookup(table.column(ID_COLUMN).to_numpy(), [ID_COLUMN])
+    return table.filter(pa.array(found)).drop_columns([KEY_COLUMN])

@@ -1,4 +1,4 @@
-"""Near-duplicate removal with MinHash-LSH on Ray Data (`document_minhash_deduplicator`)."""
+"""Near-duplicate removal with MinHash-LSH on Ray Data or one table (`document_minhash_deduplicator`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 from ..base import ID_COLUMN, Deduplicator, ParamError, param, register
 from ..html_render import html_items, html_table
 from . import signatures as sg
-from .components import SortedTable, candidate_edges, column_sum, connected_components, group_by
+from .components import (SortedTable, bucket_edges, candidate_edges, column_sum, connected_components, group_by,
+                         local_connected_components)
 
 SIGNATURE_COLUMN = "__minhash__"
 SCORE_COLUMN = "__keep_score__"
@@ -111,6 +112,8 @@ class document_minhash_deduplicator(Deduplicator):
     # ---- whole dataset: LSH, clusters, selection ----
 
     def apply(self, ds, ctx):
+        import ray
+
         columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
         started = time.perf_counter()
         documents = ds.count()
@@ -138,28 +141,55 @@ class document_minhash_deduplicator(Deduplicator):
         stats["clusters"] = column_sum(members, "is_root")
         stats["removed"] = members.count() - stats["clusters"]
         stats["seconds_to_clusters"] = _since(started)
-        ctx.add_report_section(f"{self.name}: near-duplicate clusters",
-                               _stats_html(stats) + self._sample_html(ds, members))
+        docs = ds.select_columns([ID_COLUMN, self.text_key, SIGNATURE_COLUMN])
+        sample = self._sample_html((ray.get(ref) for ref in members.to_arrow_refs()), lambda ids: _collect(
+            docs.map_batches(_rows_with_ids, batch_size=None, batch_format="pyarrow", fn_kwargs={"ids": ids})))
+        ctx.add_report_section(f"{self.name}: near-duplicate clusters", _stats_html(stats) + sample)
         return self._finish(ds, SortedTable.build(members, ID_COLUMN))
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        """`apply` on one table: the same steps, each on every row at once."""
+        columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
+        started = time.perf_counter()
+        lookup = SortedTable.of_table(table.select(columns), ID_COLUMN)
+        edges = bucket_edges(_band_rows(table.select([ID_COLUMN, SIGNATURE_COLUMN]), self.bands, self.rows))
+        stats = {"documents": table.num_rows, "bands": self.bands, "rows_per_band": self.rows,
+                 "candidate_pairs": edges.num_rows, "seconds_to_candidates": _since(started)}
+        if self.verify and edges.num_rows:
+            edges = _verified(edges, lookup, self.jaccard_threshold)
+            stats["verified_pairs"] = edges.num_rows
+            stats["seconds_to_verified"] = _since(started)
+        if edges.num_rows == 0:
+            ctx.add_report_section(f"{self.name}: no near-duplicates", _stats_html(stats))
+            return _drop_duplicates(table, None, self.cluster_column, self.drop)
+        components, stats["rounds"] = local_connected_components(edges)
+        stats["seconds_to_components"] = _since(started)
+        members = _clusters(components, lookup, self.keep != "first")
+        stats["clusters"] = int(members.column("is_root").to_numpy().sum())
+        stats["removed"] = members.num_rows - stats["clusters"]
+        stats["seconds_to_clusters"] = _since(started)
+        docs = table.select([ID_COLUMN, self.text_key, SIGNATURE_COLUMN])
+        sample = self._sample_html([members], lambda ids: _rows_with_ids(docs, ids))
+        ctx.add_report_section(f"{self.name}: near-duplicate clusters", _stats_html(stats) + sample)
+        return _drop_duplicates(table, SortedTable.of_table(members, ID_COLUMN), self.cluster_column, self.drop)
 
     def _finish(self, ds, members: SortedTable | None):
         return ds.map_batches(_drop_duplicates, batch_size=FILTER_BATCH_ROWS, batch_format="pyarrow", fn_kwargs={
             "members": members, "cluster_column": self.cluster_column, "drop": self.drop})
 
-    def _sample_html(self, ds, members) -> str:
-        import ray
-
+    def _sample_html(self, member_blocks, docs_with_ids) -> str:
+        """One dropped document from each of the first clusters, beside the one its cluster
+        keeps; `docs_with_ids(ids)` gives the documents' ids, texts and signatures."""
         if self.report_clusters == 0:
             return ""
-        for ref in members.to_arrow_refs():  # one dropped document from each of the first clusters
-            dropped = _dropped_rows(ray.get(ref))
+        for block in member_blocks:
+            dropped = _dropped_rows(block)
             _, first = np.unique(dropped["cluster"].to_numpy(), return_index=True)
             sample = dropped.take(np.sort(first)[:self.report_clusters])
             if sample.num_rows:
                 break
         ids = np.unique(np.concatenate([sample[ID_COLUMN].to_numpy(), sample["keeper"].to_numpy()]))
-        docs = _collect(ds.select_columns([ID_COLUMN, self.text_key, SIGNATURE_COLUMN]).map_batches(
-            _rows_with_ids, batch_size=None, batch_format="pyarrow", fn_kwargs={"ids": ids}))
+        docs = docs_with_ids(ids)
         by_id = {i: k for k, i in enumerate(docs[ID_COLUMN].to_pylist())}
         sigs = sg.from_arrow(docs[SIGNATURE_COLUMN])
         texts = docs[self.text_key].to_pylist()
@@ -259,7 +289,7 @@ def _collect(ds) -> pa.Table:
     """A small dataset as one table in this process."""
     import ray
 
-    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    return pa.concat_tables([t for t in ray.get(ds.to_arrow_refs()) if t.num_rows])  # empty ones may lack columns
 
 
 def _rows_with_ids(table: pa.Table, ids: np.ndarray) -> pa.Table:

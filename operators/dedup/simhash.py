@@ -186,15 +186,20 @@ class document_simhash_deduplicator(Deduplicator):
     def apply(self, ds, ctx):
         import ray
 
-        parts = ray.get(ds.select_columns([ID_COLUMN, HASH_COLUMN]).to_arrow_refs())
-        pairs = pa.concat_tables(parts)
-        kept = first_of_clusters(pairs.column(ID_COLUMN).to_numpy(),
-                                 pairs.column(HASH_COLUMN).to_numpy(), self.num_blocks, self.hamming_distance)
-        ds = ds.map_batches(_keep_ids, batch_format="pyarrow",
-                            fn_kwargs={"kept": kept, "drop": [] if self.keep_hash else [HASH_COLUMN]})
-        if self.keep_hash:
-            ds = ds.map_batches(_hash_as_text, batch_format="pyarrow")
-        return ds
+        kept = self._kept(pa.concat_tables(ray.get(ds.select_columns([ID_COLUMN, HASH_COLUMN]).to_arrow_refs())))
+        return ds.map_batches(self._finish, batch_format="pyarrow", fn_kwargs={"kept": kept})
+
+    def apply_table(self, table: pa.Table, ctx) -> pa.Table:
+        return self._finish(table, self._kept(table))
+
+    def _kept(self, pairs: pa.Table) -> np.ndarray:
+        """The ids of the documents that stay, from every document's (id, hash)."""
+        return first_of_clusters(pairs.column(ID_COLUMN).to_numpy(), pairs.column(HASH_COLUMN).to_numpy(),
+                                 self.num_blocks, self.hamming_distance)
+
+    def _finish(self, batch: pa.Table, kept: np.ndarray) -> pa.Table:
+        batch = _keep_ids(batch, kept, [] if self.keep_hash else [HASH_COLUMN])
+        return _hash_as_text(batch) if self.keep_hash else batch
 
 
 def _hash_as_text(batch: pa.Table) -> pa.Table:

@@ -1,0 +1,155 @@
+"""Runs a pipeline's plan on Ray Data: the local machine's Ray, or a cluster.
+
+The first fused stage runs in one Ray task per input file; later fused stages are
+`map_batches` stages over the checkpoint; whole-dataset operators get the materialized
+Dataset. The ledger and the tracer are small actors every task reports to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .commit import OutputError, RunFolder
+from .io import write_dataset
+from .ledger import Remote
+from .progress import Progress
+from .stage import CRASHES, FusedStage, checkpoint_file
+from .trace import removed_items
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, quiet: bool = False):
+        self.address, self.requested_cpus, self.quiet = address, num_cpus, quiet
+
+    def start(self, output: Path, shared_fs: bool, pipeline) -> None:
+        ensure_ray(self.address, self.requested_cpus, self.quiet)
+        check_shared(output, shared_fs)
+        pipeline.ship_user_code()
+        configure_ray_data(self.quiet)
+
+    @property
+    def num_cpus(self) -> int:
+        import ray
+
+        return int(ray.cluster_resources().get("CPU", 1))
+
+    def actor(self, cls, *args) -> Remote:
+        import ray
+
+        return Remote(ray.remote(num_cpus=0)(cls).remote(*args))
+
+    def release(self, handle: Remote) -> None:
+        handle.kill()
+
+    def checkpoint(self, folder: RunFolder, files: list[tuple[int, str, str]], stage: FusedStage,
+                   text_key: str, progress: Progress) -> None:
+        import ray
+
+        task = ray.remote(max_retries=CRASHES)(checkpoint_file)
+        stage_ref = ray.put(stage)
+        pending = [task.remote(folder, i, path, name, stage=stage_ref, text_key=text_key) for i, path, name in files]
+        while pending:  # what Ray Data's progress bar showed for reading: files done so far
+            finished, pending = ray.wait(pending, num_returns=1)
+            ray.get(finished)
+            progress.update(f"input files read and checkpointed: {len(files) - len(pending)}/{len(files)}")
+
+    def load(self, chunks: list[str]):
+        import ray
+
+        return ray.data.from_arrow(pa.table({"path": pa.array(chunks, pa.string())})).repartition(
+            max(len(chunks), 1)).map_batches(read_checkpoint, batch_size=1, batch_format="pyarrow")
+
+    def materialize(self, ds):
+        return ds.materialize()
+
+    def count(self, ds) -> int:
+        return ds.count()
+
+    def map_blocks(self, ds, fn, **kwargs):
+        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, fn_kwargs=kwargs)
+
+    def whole_dataset(self, op, ds, ctx):
+        return op.apply(ds, ctx).materialize()
+
+    def removed(self, before, after, limit: int) -> list:
+        return removed_items(before, after, limit)
+
+    def fused(self, stage: FusedStage, ds):
+        return ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None, max_retries=CRASHES)
+
+    def write(self, ds, path: str, fmt: str) -> None:
+        write_dataset(ds, path, fmt)
+
+
+def read_checkpoint(batch: pa.Table):
+    """map_batches over a table of checkpoint file paths: yields their rows."""
+    for path in batch.column("path").to_pylist():
+        yield pq.read_table(path)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> None:
+    """Start or join Ray. A Ctrl-C while Ray starts is held until it has started and raised then:
+    cut short, `ray.init` leaves processes behind that `ray.shutdown` cannot reach."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = {"include_dashboard": False, "log_to_driver": not quiet,
+              "logging_level": "WARNING"}
+    with _sigint_held() as held:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # "local": never attach to a cluster some `ray start` left on this machine
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    if held:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Within the block, SIGINT is noted instead of raised; the list it yields is non-empty when
+    one came. (Signal handlers belong to the main thread: elsewhere this does nothing.)"""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def check_shared(output: Path, shared_fs: bool) -> None:
+    """Workers read the inputs and write the checkpoints and output by path: on a cluster whose
+    nodes do not mount one filesystem, rows would land on whichever machine ran a task."""
+    import ray
+
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes > 1 and not shared_fs:
+        raise OutputError(f"the Ray cluster has {nodes} nodes and '{output}' is a local path, which each node "
+                          "resolves on its own disk; put the inputs and output in a folder every node mounts at "
+                          "the same path and pass --shared-fs (recipe: ray: {shared_fs: true})")
+
+
+def configure_ray_data(quiet: bool) -> None:
+    """Order kept; Ray Data's progress bars only on a terminal and its INFO lines (one per
+    dataset executed) not at all: sluice prints a line per stage itself."""
+    import logging
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = not quiet and sys.stderr.isatty()
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -1,0 +1,112 @@
+"""The local executor (one process, no Ray) and the Ray executor run the same plan: the same
+rows in the same order, the same rejects and the same accounting, for every whole-dataset
+operator that runs in one process; and `auto` chooses between them as documented."""
+
+import json
+
+import pytest
+
+from sluice.operators import Pipeline, Selector, Source, create_operator, get_operator, register
+from sluice.operators import pipeline as pipeline_module
+from sluice.operators.pipeline import choose_executor
+
+WORDS = [f"w{i}" for i in range(400)]
+
+
+@register
+class ray_only_selector(Selector):
+    """Keeps every row; has no in-process path (no apply_table), as the LLM operators."""
+
+    def apply(self, ds, ctx):
+        return ds
+
+
+def doc(seed: int, n: int = 60) -> str:
+    return " ".join(WORDS[(seed * 7919 + k * 31) % len(WORDS)] for k in range(n))
+
+
+def write_inputs(folder, files: int = 3, rows: int = 40) -> str:
+    """Files of documents with exact and near duplicates across files, a malformed line, a null
+    text and a score field; returns the folder."""
+    folder.mkdir()
+    for f in range(files):
+        lines = []
+        for i in range(rows):
+            text = doc(i if f != 2 else i % 10)  # file 2 repeats the first 10 documents of file 0
+            if i % 13 == 5:
+                text = text.replace("w", "W", 3)  # near duplicates of another row
+            lines.append(json.dumps({"text": text, "score": (f * 37 + i * 11) % 23, "n": i}))
+        lines.insert(7, "{not json")
+        lines.insert(9, json.dumps({"text": None, "score": 1}))
+        (folder / f"part-{f}.jsonl").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
+OPERATORS = {
+    "dedup": [("text_length_filter", {"min_len": 10}),
+              ("document_deduplicator", {"lowercase": True}),
+              ("document_minhash_deduplicator", {"jaccard_threshold": 0.6, "keep": "longest",
+                                                 "cluster_column": "cluster"})],
+    "simhash_topk": [("document_simhash_deduplicator", {"hamming_distance": 4}),
+                     ("topk_specified_field_selector", {"field_key": "score", "topk": 30})],
+    "random": [("random_selector", {"select_num": 25, "seed": 3})],
+}
+
+
+def counts_of(summary):
+    return [(o["name"], o["rows_in"], o["rows_out"], o["dropped"], o["rejected"]) for o in summary["operators"]]
+
+
+def run(tmp_path, name, executor, source):
+    ops = [create_operator(op, params) for op, params in OPERATORS[name]]
+    result = Pipeline(ops).run(source, output=tmp_path / f"{name}-{executor}", quiet=True, executor=executor)
+    rejects = sorted(line for f in result.rejects_path.glob("*.jsonl") for line in f.read_text().splitlines())
+    return result, rejects, counts_of(result.summary)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_local_and_ray_give_the_same_rows_rejects_and_counts(ray_session, tmp_path, name):
+    source = write_inputs(tmp_path / "in")
+    local, local_rejects, local_counts = run(tmp_path, name, "local", source)
+    on_ray, ray_rejects, ray_counts = run(tmp_path, name, "ray", source)
+    assert (local.summary["executor"], on_ray.summary["executor"]) == ("local", "ray")
+    assert local.summary["accounted"] and on_ray.summary["accounted"]
+    assert local.table().num_rows > 0 and local.table().num_rows < local.summary["rows_read"]
+    assert local.table().equals(on_ray.table())  # same rows, same order, same types
+    assert local_rejects == ray_rejects and len(local_rejects) == 6  # a malformed line and a null text per file
+    assert local_counts == ray_counts
+
+
+def test_source_mixing_and_analyze_agree(ray_session, tmp_path):
+    first, second = write_inputs(tmp_path / "a", files=1), write_inputs(tmp_path / "b", files=2)
+    sources = [Source(first, "a", weight=1.0), Source(second, "b", weight=3.0)]
+    mixed = [Pipeline([create_operator("source_mixer", {"total_rows": 40})]).run(
+        sources, output=tmp_path / f"mix-{e}", quiet=True, executor=e) for e in ("local", "ray")]
+    assert mixed[0].table().num_rows == 40 and mixed[0].table().equals(mixed[1].table())
+    assert counts_of(mixed[0].summary) == counts_of(mixed[1].summary)
+    ops = [create_operator("words_num_filter", {"min_num": 50}), create_operator("document_deduplicator")]
+    analyzed = [Pipeline(ops).run(sources, output=tmp_path / f"analyze-{e}", quiet=True, executor=e,
+                                  analyze=True).summary for e in ("local", "ray")]
+    assert counts_of(analyzed[0]) == counts_of(analyzed[1])
+    assert [o["name"] for o in analyzed[0]["operators"]] == ["read", "words_num_filter"]  # no dedup
+    assert analyzed[0]["rows_kept"] == analyzed[0]["rows_read"] - 6  # analyze drops nothing; 6 rejects
+
+
+def test_auto_runs_small_inputs_locally_and_the_rest_on_ray(tmp_path, monkeypatch):
+    write_inputs(tmp_path / "in")
+    files = [str(p) for p in sorted((tmp_path / "in").iterdir())]
+    dedup = [create_operator("document_deduplicator")]
+    ray_only = [create_operator("document_deduplicator"), ray_only_selector()]
+    choose = lambda executor, ops, **kw: choose_executor(  # noqa: E731
+        executor, ops, files, ray_address=kw.get("ray_address"), num_cpus=None, quiet=True).name
+    assert choose("auto", dedup) == "local"
+    assert choose("auto", dedup, ray_address="127.0.0.1:6379") == "ray"
+    assert choose("auto", ray_only) == "ray"
+    assert not any(get_operator(name).runs_in_process() for name in ("llm_generate", "llm_score", "text2sql"))
+    assert choose("ray", dedup) == "ray"
+    monkeypatch.setattr(pipeline_module, "LOCAL_INPUT_BYTES", 1000)
+    assert choose("auto", dedup) == "ray" and choose("local", dedup) == "local"
+    with pytest.raises(ValueError, match="ray_only_selector runs only on Ray Data; use --executor ray"):
+        choose("local", ray_only)
+    with pytest.raises(ValueError, match="unknown executor 'spark'"):
+        choose("spark", dedup)
