@@ -21,8 +21,6 @@ import pyarrow.compute as pc
 from sluice.operators.base import ParamError, param, register
 from sluice.operators.llm import EngineOperator
 
-from .agent import Text2SQL, Text2SQLConfig
-
 OFFLINE_SLO_S = 24 * 3600.0
 
 
@@ -57,7 +55,9 @@ class text2sql(EngineOperator):
                                                     f"databases ({', '.join(self.databases)})")
         super().setup()
 
-    def agent_config(self) -> Text2SQLConfig:
+    def agent_config(self):
+        from .agent import Text2SQLConfig  # the agent (DuckDB, sqlglot, datasketch) only when a run uses it
+
         return Text2SQLConfig(candidates=self.candidates, revisions=self.revisions,
                               max_tokens=self.max_tokens, row_cap=self.row_cap,
                               timeout_s=self.timeout_s, slo_s=OFFLINE_SLO_S,
@@ -85,7 +85,7 @@ class Text2SQLActor:
         threading.Thread(target=self.loop.run_forever, daemon=True, name="text2sql-engine").start()
         self.engine = OnlineEngine(op.engine_config(in_process=False))
         self._run(self.engine.__aenter__())
-        self.agents: dict[str, Text2SQL] = {}
+        self.agents: dict = {}  # database name -> its Text2SQL agent
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -93,7 +93,9 @@ class Text2SQLActor:
     async def _batch(self, rows: list[dict]) -> list[tuple]:
         return await asyncio.gather(*(self._one(r) for r in rows))
 
-    def _agent(self, name: str) -> Text2SQL:
+    def _agent(self, name: str):
+        from .agent import Text2SQL
+
         if name not in self.agents:
             self.agents[name] = Text2SQL(self.op.databases[name], self.engine, self.op.agent_config())
         return self.agents[name]
