@@ -96,7 +96,7 @@ def main() -> None:
     same = row_digests(calm) == row_digests(crashed)
     print(f"\n{args.docs:,} docs in {args.shards} shards, {args.num_cpus} CPUs, {args.kills} SIGKILLs")
     print(f"same rows as the uninterrupted run: {same}; rows kept {summary['rows_kept']:,}, "
-          f"accounted: {summary['accounted']}; last try resumed {summary['resumed_files']} files")
+          f"accounted: {summary['accounted']}; last try resumed {summary['resumed_parts']} input parts")
     print(f"total time {total:.1f}s against {baseline:.1f}s uninterrupted: {total / baseline:.2f}x")
 
 

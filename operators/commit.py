@@ -53,11 +53,11 @@ class RunFolder:
         return self.partial / CHECKPOINT
 
     def done_path(self, ordinal: int) -> Path:
-        """The completion marker of input file `ordinal`'s checkpoint."""
+        """The completion marker of input part `ordinal`'s checkpoint."""
         return self.checkpoint / f"{ordinal:05d}.done.json"
 
-    def finished_files(self) -> dict[int, dict]:
-        """The completion markers of the input files whose checkpoint is whole, by ordinal."""
+    def finished_parts(self) -> dict[int, dict]:
+        """The completion markers of the input parts whose checkpoint is whole, by ordinal."""
         if not self.checkpoint.is_dir():
             return {}
         done = {}

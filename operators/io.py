@@ -1,7 +1,8 @@
 """Readers, writers and the rejects output.
 
-Every input file is read by one Ray task that streams pyarrow tables of about
-`CHUNK_BYTES`. Each row gets `__id__` (file ordinal << 32 | line or row number: a stable order
+Every input part is read by one task that streams pyarrow tables of about `CHUNK_BYTES`: a
+part is a whole file, or, for an uncompressed JSON-lines file larger than `PART_BYTES`, a
+range of its whole lines, so that one large file is read and cleaned on every core. Each row gets `__id__` (file ordinal << 32 | line or row number: a stable order
 key) and `__source__` (the input's name). What cannot be kept as it was written goes to the
 rejects output with the reason and its file and line, and is counted; it never stops the run:
 a malformed line (bytes that are not UTF-8, a lone UTF-16 surrogate, NaN or Infinity, an
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 from .base import ID_COLUMN, REJECT_COLUMN, SOURCE_COLUMN
 
 CHUNK_BYTES = 8 << 20
+PART_BYTES = 32 << 20
 READ_BYTES = 64 << 10
 PARQUET_BATCH_ROWS = 8192
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -346,15 +348,77 @@ def _deeper_than(value, levels: int) -> bool:
     return levels == 0 or any(_deeper_than(v, levels - 1) for v in value)
 
 
-class FileReader:
-    """Reads one input file into tables of valid rows; rejects the rest with reasons."""
+@dataclass(frozen=True)
+class InputPart:
+    """What one read task reads: a whole input file, or the lines of an uncompressed JSON-lines
+    file from byte `start` to `end`, the first of them line `first_line` (0-based) of the file."""
 
-    def __init__(self, path: str, ordinal: int, source: str, text_key: str, rejects: Rejects):
-        self.path, self.ordinal, self.source, self.text_key = path, ordinal, source, text_key
-        self.rejects = rejects
+    file: int  # the file's ordinal: the high half of its rows' `__id__`
+    path: str
+    source: str
+    start: int = 0
+    end: int | None = None  # None: the end of the file
+    first_line: int = 0
+
+
+def input_parts(files: list[tuple[str, str]]) -> list[InputPart]:
+    """The parts of (path, source name) input files, in file and line order."""
+    parts: list[InputPart] = []
+    for ordinal, (path, source) in enumerate(files):
+        fmt, compression = file_format(path)
+        size = os.path.getsize(path)
+        if fmt == "jsonl" and compression is None and size > PART_BYTES:
+            parts += _line_ranges(ordinal, path, source, size)
+        else:
+            parts.append(InputPart(ordinal, path, source))
+    return parts
+
+
+def _line_ranges(ordinal: int, path: str, source: str, size: int) -> list[InputPart]:
+    """Parts of about PART_BYTES each that end after a newline, with the line each starts on."""
+    parts, start, line = [], 0, 0
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(start + PART_BYTES)
+            f.readline()  # on to the end of the line the cut falls in
+            end = min(f.tell(), size)
+            parts.append(InputPart(ordinal, path, source, start, end, line))
+            f.seek(start)
+            for _ in range(0, end - start, CHUNK_BYTES):
+                line += f.read(min(CHUNK_BYTES, end - f.tell())).count(b"\n")
+            start = end
+    return parts
+
+
+class _ByteRange:
+    """The bytes of a file from `start` to `end`, read like a stream."""
+
+    def __init__(self, path: str, start: int, end: int):
+        self.file = open(path, "rb")
+        self.file.seek(start)
+        self.left = end - start
+
+    def read(self, n: int) -> bytes:
+        data = self.file.read(min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+class FileReader:
+    """Reads one input part into tables of valid rows; rejects the rest with reasons."""
+
+    def __init__(self, part: InputPart, text_key: str, rejects: Rejects):
+        self.part, self.path, self.ordinal, self.source = part, part.path, part.file, part.source
+        self.text_key, self.rejects = text_key, rejects
         self.rows_read = 0
         self.rows_rejected = 0
-        self.position = 1  # the line or row a failing read stops at
+        self.position = part.first_line + 1  # the line or row a failing read stops at
 
     def tables(self) -> Iterator[pa.Table]:
         fmt, compression = file_format(self.path)
@@ -434,8 +498,9 @@ class FileReader:
         return [self._record(int(n), reason, row) for n, row in zip(lines, rows)]
 
     def _jsonl(self, compression):
-        line_base = 0
-        with _open_bytes(self.path, compression) as stream:
+        line_base, part = self.part.first_line, self.part
+        ranged = part.end is not None
+        with _ByteRange(part.path, part.start, part.end) if ranged else _open_bytes(self.path, compression) as stream:
             for chunk in _line_chunks(stream):
                 n_lines = chunk.count(b"\n")
                 table = self._parse_jsonl_fast(chunk, n_lines)

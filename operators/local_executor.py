@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 
 from .base import ID_COLUMN
 from .commit import RunFolder
-from .io import write_table
+from .io import InputPart, write_table
 from .progress import Progress
-from .stage import FusedStage, checkpoint_file
+from .stage import FusedStage, checkpoint_part
 from .trace import dropped_items
 
 Blocks = list  # of pa.Table
@@ -37,11 +37,11 @@ class LocalExecutor:
     def release(self, handle) -> None:
         pass
 
-    def checkpoint(self, folder: RunFolder, files: list[tuple[int, str, str]], stage: FusedStage,
+    def checkpoint(self, folder: RunFolder, parts: list[tuple[int, InputPart]], stage: FusedStage,
                    text_key: str, progress: Progress) -> None:
-        for done, (i, path, name) in enumerate(files, 1):
-            checkpoint_file(folder, i, path, name, stage=stage, text_key=text_key)
-            progress.update(f"input files read and checkpointed: {done}/{len(files)}")
+        for done, (i, part) in enumerate(parts, 1):
+            checkpoint_part(folder, i, part, stage=stage, text_key=text_key)
+            progress.update(f"input parts read and checkpointed: {done}/{len(parts)}")
 
     def load(self, chunks: list[str]) -> Blocks:
         return [pq.read_table(path) for path in chunks]

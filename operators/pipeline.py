@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from .base import Deduplicator, Filter, Operator, Selector
 from .commit import SUMMARY, input_identity, prepare
 from .context import RunContext
-from .io import Source, json_text, read_once, write_json_lines
+from .io import Source, input_parts, json_text, read_once, write_json_lines
 from .ledger import Count, Ledger, labels, marker_entries
 from .progress import Progress
 from .stage import FusedStage
@@ -215,14 +215,15 @@ class Pipeline:
                               skip_op_error=self.skip_op_error, tracer=tracer, trace=self.trace)
 
         stage = fused(0, stages[0][1], None)
-        resumed = folder.finished_files()
+        parts = input_parts([(file_paths[i], name) for i, (_, name) in enumerate(files)])
+        resumed = folder.finished_parts()
         progress = Progress(quiet)
-        runner.checkpoint(folder, [(i, file_paths[i], name) for i, (_, name) in enumerate(files) if i not in resumed],
+        runner.checkpoint(folder, [(i, part) for i, part in enumerate(parts) if i not in resumed],
                           stage, self.text_key, progress)
-        progress.done(f"{runner.name}: {len(files)} input file(s) read and checkpointed"
+        progress.done(f"{runner.name}: {len(files)} input file(s) in {len(parts)} part(s) read and checkpointed"
                       + (f" ({len(resumed)} from the interrupted run)" if resumed else "")
                       + f" in {time.perf_counter() - started:.1f}s")
-        done = folder.finished_files()
+        done = folder.finished_parts()
         ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
         data = runner.load([str(folder.checkpoint / c["file"]) for i in sorted(done)
                             for c in done[i]["chunks"] if c["file"]])
@@ -265,7 +266,7 @@ class Pipeline:
         runner.release(ledger)
         summary = build_summary(self, snapshot, ctx, wall_seconds=time.perf_counter() - started,
                                 analyze=analyze, output_format=output_format, executor=runner.name,
-                                files=list(file_paths.values()), resumed_files=len(resumed))
+                                files=list(file_paths.values()), parts=len(parts), resumed_parts=len(resumed))
         if tracer is not None:
             write_traces(folder.partial / "trace", tracer.collected())
             runner.release(tracer)

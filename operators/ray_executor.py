@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .commit import OutputError, RunFolder
-from .io import write_dataset
+from .io import InputPart, write_dataset
 from .ledger import Remote
 from .progress import Progress
-from .stage import CRASHES, FusedStage, checkpoint_file
+from .stage import CRASHES, FusedStage, checkpoint_part
 from .trace import removed_items
 
 
@@ -50,17 +50,17 @@ class RayExecutor:
     def release(self, handle: Remote) -> None:
         handle.kill()
 
-    def checkpoint(self, folder: RunFolder, files: list[tuple[int, str, str]], stage: FusedStage,
+    def checkpoint(self, folder: RunFolder, parts: list[tuple[int, InputPart]], stage: FusedStage,
                    text_key: str, progress: Progress) -> None:
         import ray
 
-        task = ray.remote(max_retries=CRASHES)(checkpoint_file)
+        task = ray.remote(max_retries=CRASHES)(checkpoint_part)
         stage_ref = ray.put(stage)
-        pending = [task.remote(folder, i, path, name, stage=stage_ref, text_key=text_key) for i, path, name in files]
-        while pending:  # what Ray Data's progress bar showed for reading: files done so far
+        pending = [task.remote(folder, i, part, stage=stage_ref, text_key=text_key) for i, part in parts]
+        while pending:  # what Ray Data's progress bar showed for reading: parts done so far
             finished, pending = ray.wait(pending, num_returns=1)
             ray.get(finished)
-            progress.update(f"input files read and checkpointed: {len(files) - len(pending)}/{len(files)}")
+            progress.update(f"input parts read and checkpointed: {len(parts) - len(pending)}/{len(parts)}")
 
     def load(self, chunks: list[str]):
         import ray

@@ -11,7 +11,7 @@ from .ledger import CRASHED, KEPT, READ, Count, labels
 
 
 def build_summary(pipeline, snapshot: dict, ctx, *, wall_seconds: float, analyze: bool, output_format: str,
-                  executor: str, files: list[str], resumed_files: int = 0) -> dict:
+                  executor: str, files: list[str], parts: int, resumed_parts: int = 0) -> dict:
     counts = snapshot["counts"]
     read = counts.get(READ, Count(READ))
     operators = [_row(read, "reader")]
@@ -33,7 +33,8 @@ def build_summary(pipeline, snapshot: dict, ctx, *, wall_seconds: float, analyze
         "analyze": analyze,
         "operators": operators,
         "wall_seconds": round(wall_seconds, 3),
-        "resumed_files": resumed_files,  # input files taken from an interrupted run's checkpoint
+        "input_parts": parts,  # what the reading tasks read: files, or line ranges of large ones
+        "resumed_parts": resumed_parts,  # parts taken from an interrupted run's checkpoint
         "executor": executor,
         "cpus": ctx.num_cpus,
         "inputs": files,

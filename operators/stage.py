@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from .base import ID_COLUMN, STATS_PREFIX, Filter, Operator
 from .commit import RunFolder
-from .io import FileReader, Rejects, reject_records, split_rejects, write_json_lines
+from .io import FileReader, InputPart, Rejects, reject_records, split_rejects, write_json_lines
 from .ledger import CRASHED, KEPT, READ, Count, samples_json, stat_samples
 from .trace import KINDS as TRACE_KINDS
 from .trace import TraceSettings, step_items
@@ -165,16 +165,15 @@ def _reject_all(table: pa.Table, reason: str) -> pa.Table:
     return Operator.reject(table, pa.array(np.ones(table.num_rows, dtype=bool)), reason)
 
 
-def checkpoint_file(folder: RunFolder, ordinal: int, path: str, source: str, *, stage: FusedStage,
-                    text_key: str) -> None:
-    """Reads input file `ordinal`, runs the first fused stage on it and commits the result to the
-    run's checkpoint: one Parquet file per chunk of rows and the file's rejects, then, last, its
-    completion marker (ledger records, stat samples). A resumed run takes the files that have one
+def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: FusedStage, text_key: str) -> None:
+    """Reads input part `ordinal`, runs the first fused stage on it and commits the result to the
+    run's checkpoint: one Parquet file per chunk of rows and the part's rejects, then, last, its
+    completion marker (ledger records, stat samples). A resumed run takes the parts that have one
     as they are. (A Ray task in a Ray run.)"""
     for earlier in folder.checkpoint.glob(f"{ordinal:05d}-*"):  # an earlier try's
         earlier.unlink()
     rejects = Rejects()
-    reader = FileReader(path, ordinal, source, text_key, rejects)
+    reader = FileReader(part, text_key, rejects)
     start, stage_seconds = time.perf_counter(), 0.0
     chunks, samples = [], []
     for i, table in enumerate(reader.tables()):
@@ -192,7 +191,7 @@ def checkpoint_file(folder: RunFolder, ordinal: int, path: str, source: str, *, 
     _flush_rejects(folder, f"{ordinal:05d}-end", rejects)  # the unreadable rest of a file
     good = reader.rows_read - reader.rows_rejected
     read = Count(READ, reader.rows_read, good, reader.rows_rejected, time.perf_counter() - start - stage_seconds)
-    marker = {"ordinal": ordinal, "path": path, "read": read.as_list(), "chunks": chunks,
+    marker = {"ordinal": ordinal, "path": part.path, "read": read.as_list(), "chunks": chunks,
               "samples": samples_json(samples, np.random.default_rng(ordinal))}
     _write_new(folder.done_path(ordinal), lambda p: Path(p).write_text(json.dumps(marker)))
 

@@ -50,8 +50,9 @@ def cmd_run(args) -> int:
     print(f"rejects: {s['rejects']} ({sum(s['rejected'].values()):,} rows)")
     print(f"report:  {s['report']}")
     print(f"summary: {result.output_dir / 'summary.json'}")
-    if s["resumed_files"]:
-        print(f"resumed: {s['resumed_files']} of {len(s['inputs'])} input files from the interrupted run")
+    if s["resumed_parts"]:
+        unit = "files" if s["input_parts"] == len(s["inputs"]) else "parts"
+        print(f"resumed: {s['resumed_parts']} of {s['input_parts']} input {unit} from the interrupted run")
     return 0 if s["accounted"] else 3
 
 
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where the run executes: ray (Ray Data), local (this process, no Ray), or auto: "
                           "local for inputs up to 64 MB whose operators all run in one process")
     run.add_argument("--analyze", action="store_true", help="compute stats and the report; drop nothing")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--json", action="store_true",
                      help="print the run summary (as in summary.json) as JSON on stdout, and nothing "
                           "else there: whatever vLLM, Ray or an operator prints goes to stderr")

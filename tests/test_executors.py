@@ -110,3 +110,23 @@ def test_auto_runs_small_inputs_locally_and_the_rest_on_ray(tmp_path, monkeypatc
         choose("local", ray_only)
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
         choose("spark", dedup)
+
+
+def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_path, monkeypatch):
+    from sluice.operators import io
+
+    lines = [json.dumps({"text": doc(i % 700, 20), "n": i}) for i in range(3000)]
+    lines[1234], lines[2500] = "{broken", json.dumps({"text": None})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "big.jsonl").write_text("\n".join(lines) + "\n")
+    ops = lambda: [create_operator("words_num_filter", {"min_num": 5})]  # noqa: E731
+    whole = Pipeline(ops()).run(str(tmp_path / "in"), output=tmp_path / "whole", quiet=True, executor="local")
+    monkeypatch.setattr(io, "PART_BYTES", 40_000)
+    for executor in ("local", "ray"):
+        parts = Pipeline(ops()).run(str(tmp_path / "in"), output=tmp_path / f"parts-{executor}", quiet=True,
+                                    executor=executor)
+        assert whole.summary["input_parts"] == 1 and parts.summary["input_parts"] > 4
+        assert parts.table().equals(whole.table())
+        assert counts_of(parts.summary) == counts_of(whole.summary)
+        rejects = [json.loads(line) for f in sorted(parts.rejects_path.glob("*.jsonl")) for line in open(f)]
+        assert sorted(r["line"] for r in rejects) == [1235, 2501]  # numbered as in the whole file
