@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@# transformers imports on the CPU torch build and text models need none of them.
 	$(BIN)/python -m pip uninstall -y $(UNPINNED)
 	$(BIN)/python -c "import sluice.operators, vllm, ray, duckdb"
+	@# numba kernels compiled now, into the user's cache, rather than in a first run
+	$(BIN)/python -m sluice.operators.compile_kernels
 	touch $(STAMP)
 
 demo: $(STAMP)
