@@ -1,10 +1,11 @@
 """Serving benchmark: `sluice serve` against vLLM's own OpenAI server, same tiny model, same
 open-loop Poisson arrivals, on loopback only.
 
-Each server runs alone on the machine (sluice first, then `vllm serve`), each on a fresh
-process. Per server: its capacity (completions per second with every request sent at once),
-then arrivals at each load (a multiple of sluice's capacity, so both servers see the same
-arrival times), `--requests` per load, every request a completion with a deadline (`slo_ms`,
+Both servers run side by side, each in a fresh process, and take turns: per server its capacity
+(completions per second with every request sent at once), then at each load (a multiple of
+vLLM's capacity, the baseline's; sluice's own without vLLM) vLLM's run and sluice's back to back
+on the same arrival times, so a machine shared with other work weighs on both alike (the load
+average is printed per run), `--requests` per load, every request a completion with a deadline (`slo_ms`,
 sent to sluice; vLLM has no deadline field); then, for sluice, the same loads with
 `--sql-share` of the requests Text-to-SQL questions on a DuckDB shop database. Reported per load: goodput (responses within their
 deadline per second), P50/P95/P99 latency of answered requests, the share refused with 429,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import statistics
@@ -134,7 +136,7 @@ def summary(results: list[Result], wall_s: float) -> dict:
                 attainment=len(good) / len(results), p50=pct(0.5), p95=pct(0.95), p99=pct(0.99),
                 refused=sum(r.status == 429 for r in results) / len(results),
                 errors_5xx=sum(r.status is not None and r.status >= 500 for r in results),
-                no_response=sum(r.status is None for r in results))
+                no_response=sum(r.status is None for r in results), load1=os.getloadavg()[0])
 
 
 def serve_config(root: Path, args) -> Path:
@@ -146,7 +148,7 @@ engine: {{dtype: float32, max_model_len: {MAX_MODEL_LEN}, kv_cache_tokens: {KV_T
          load_format: dummy, enforce_eager: true}}
 schedule: {{policy: urgency, max_inflight_seqs: {args.inflight}}}
 databases: {{shop: shop.duckdb}}
-limits: {{max_queue: {args.max_queue}}}
+{"limits: {max_queue: %d}" % args.max_queue if args.max_queue else ""}
 text2sql: {{candidates: 2, revisions: 1, unit_tests: 2, max_tokens: 24, schema_selection: false,
            cache_dir: cache}}
 replicas: {{count: {args.replicas}}}
@@ -169,11 +171,11 @@ def ratio(a: float, b: float) -> str:
 
 def print_table(name: str, table: dict, loads: list[float]) -> None:
     print(f"\n{name}")
-    print("load  rate/s  goodput/s  attained  P50 s  P95 s  P99 s  429    5xx  no reply")
+    print("load  rate/s  goodput/s  attained  P50 s  P95 s  P99 s  429    5xx  no reply  loadavg")
     for load_x, (rate, r) in zip(loads, table.items()):
         print(f"{load_x:4.1f}x {rate:6.2f}  {r['goodput']:9.2f}  {100 * r['attainment']:7.0f}%"
               f"  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['p99']:5.2f}  {100 * r['refused']:4.0f}%"
-              f"  {r['errors_5xx']:4d}  {r['no_response']:4d}")
+              f"  {r['errors_5xx']:4d}  {r['no_response']:4d}  {r['load1']:7.1f}")
 
 
 async def soak(base: str, proc: subprocess.Popen, args, rate: float, slo_s: float) -> dict:
@@ -196,55 +198,94 @@ async def soak(base: str, proc: subprocess.Popen, args, rate: float, slo_s: floa
     return dict(rss_before=before, rss_after=after, **s)
 
 
+def vllm_command(model: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+            "--served-model-name", "tiny", "--load-format", "dummy", "--dtype", "float32",
+            "--enforce-eager", "--max-model-len", str(MAX_MODEL_LEN), "--block-size", str(BLOCK),
+            "--enable-prefix-caching", "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK + 1),
+            "--gpu-memory-utilization", "0.3", "--port", str(port)]
+
+
+async def reference(base: str, args) -> tuple[float, float]:
+    """A server's capacity and one request's latency alone (median of 5)."""
+    cap = await capacity(base, args)
+    async with httpx.AsyncClient(base_url=base) as client:
+        alone = statistics.median([(await one(client, "completion", completion_body(
+            random.Random(i), args, None), 600)).latency_s for i in range(5)])
+    return cap, alone
+
+
+def cpu_s(proc: subprocess.Popen) -> float:
+    """CPU seconds a server and its children have used."""
+    p = psutil.Process(proc.pid)
+    return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+
+
 async def main(args):
+    """Both servers up side by side (with --vllm): vLLM's capacity and one request's latency
+    alone set the loads (multiples of that capacity) and the deadline (`--slo-scale` x that
+    latency); at each load vLLM's run then sluice's, back to back on the same arrivals, so both
+    meet the machine as it is then (the idle one's CPU use is reported). Then, vLLM stopped,
+    sluice's mixed runs and the soak. Without vLLM, sluice's own figures set the loads."""
     root = Path(tempfile.mkdtemp(prefix="sluice-bench-serve-"))
     model = build_tiny_model(root / "tiny", layers=args.layers, hidden=args.hidden)
     results = {"args": vars(args)}
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start([sys.executable, "-m", "sluice.serving.cli", "serve", "--config",
-                  str(serve_config(root, args)), "--port", str(port)], base, root / "sluice.log")
+    def up(name: str, command) -> None:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        servers[name] = start(command(port, base), base, root / f"{name}.log"), base
+
     try:
-        cap = await capacity(base, args)
-        async with httpx.AsyncClient(base_url=base) as client:
-            alone = statistics.median([(await one(client, "completion", completion_body(
-                random.Random(i), args, None), 600)).latency_s for i in range(5)])
-        slo_s = args.slo_scale * alone
-        rates = [round(x * cap, 3) for x in args.loads]
+        if args.vllm:
+            up("vllm", lambda port, base: vllm_command(model, port))
+        up("sluice", lambda port, base: [sys.executable, "-m", "sluice.serving.cli", "serve",
+                                         "--config", str(serve_config(root, args)), "--port",
+                                         str(port)])
+        alone = {}
+        for name, (_, base) in servers.items():
+            results[f"{name}_capacity"], alone[name] = await reference(base, args)
+            print(f"{name}: capacity {results[f'{name}_capacity']:.2f}/s, one request alone "
+                  f"{alone[name]:.3f} s", flush=True)
+        who = "vllm" if args.vllm else "sluice"
+        slo_s = args.slo_scale * alone[who]
+        rates = [round(x * results[f"{who}_capacity"], 3) for x in args.loads]
+        results["reference"] = dict(server=who, slo_s=slo_s)
         print(f"tiny model {args.layers} layers x {args.hidden}; completions of "
-              f"{args.prompt_words} words -> {args.max_tokens} tokens; sluice capacity "
-              f"{cap:.2f}/s; one request alone {alone:.3f} s; deadline {slo_s:.2f} s "
-              f"({args.slo_scale}x), Text-to-SQL {args.sql_slo_scale}x that; {args.requests} "
-              f"requests per load")
+              f"{args.prompt_words} words -> {args.max_tokens} tokens; loads are multiples of "
+              f"{who}'s capacity; deadline {slo_s:.2f} s ({args.slo_scale}x its request alone), "
+              f"Text-to-SQL {args.sql_slo_scale}x that; {args.requests} requests per load",
+              flush=True)
         completions_only = argparse.Namespace(**{**vars(args), "sql_share": 0.0})
-        results["sluice"] = await measure(base, completions_only, rates, slo_s, sluice=True)
-        print_table("sluice serve (completions)", results["sluice"], args.loads)
+        idle_cpu = {name: 0.0 for name in servers}
+        for i, rate in enumerate(rates):
+            for name, (_, base) in servers.items():
+                others = {o: cpu_s(p) for o, (p, _) in servers.items() if o != name}
+                out, wall = await load(base, rate, completions_only, slo_s,
+                                       args.sql_slo_scale * slo_s, name == "sluice", seed=1000 + i)
+                results.setdefault(name, {})[rate] = summary(out, wall)
+                for o, before in others.items():
+                    idle_cpu[o] += cpu_s(servers[o][0]) - before
+        results["idle_cpu_s"] = idle_cpu
+        if args.vllm:
+            print_table(f"vllm serve (completions; CPU while idle {idle_cpu['vllm']:.1f} s)",
+                        results["vllm"], args.loads)
+            proc, _ = servers.pop("vllm")
+            stop(proc)
+        print_table(f"sluice serve (completions; CPU while idle {idle_cpu['sluice']:.1f} s)",
+                    results["sluice"], args.loads)
+        proc, base = servers["sluice"]
         if args.sql_share:
             results["sluice_mixed"] = await measure(base, args, rates, slo_s, sluice=True)
             print_table(f"sluice serve ({100 * args.sql_share:.0f}% Text-to-SQL questions, "
                         "the rest completions)", results["sluice_mixed"], args.loads)
         if args.soak:
-            results["soak"] = await soak(base, proc, args, 0.8 * cap, slo_s)
+            results["soak"] = await soak(base, proc, args, 0.8 * results["sluice_capacity"], slo_s)
     finally:
-        stop(proc)
-    if args.vllm:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = start([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-                      str(model), "--served-model-name", "tiny", "--load-format", "dummy",
-                      "--dtype", "float32", "--enforce-eager", "--max-model-len",
-                      str(MAX_MODEL_LEN), "--block-size", str(BLOCK), "--enable-prefix-caching",
-                      "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK + 1),
-                      "--gpu-memory-utilization", "0.3", "--port", str(port)],
-                     base, root / "vllm.log")
-        try:
-            results["vllm_capacity"] = await capacity(base, args)
-            results["vllm"] = await measure(base, args, rates, slo_s, sluice=False)
-        finally:
+        for proc, _ in servers.values():
             stop(proc)
-        print_table(f"vllm serve (capacity {results['vllm_capacity']:.2f}/s; completions only)",
-                    results["vllm"], args.loads)
+    if args.vllm:
         print("\ngoodput sluice / vLLM (completions): " + ", ".join(
             f"{x:g}x load " + ratio(results["sluice"][r]["goodput"], results["vllm"][r]["goodput"])
             for x, r in zip(args.loads, rates)))
@@ -255,7 +296,8 @@ async def main(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loads", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0],
-                        help="arrival rates as multiples of sluice's measured capacity")
+                        help="arrival rates as multiples of vLLM's measured capacity (sluice's "
+                             "with --no-vllm)")
     parser.add_argument("--requests", type=int, default=120, help="requests per load")
     parser.add_argument("--slo-scale", type=float, default=4.0,
                         help="a completion's deadline: this x one request's latency alone")
@@ -264,8 +306,11 @@ if __name__ == "__main__":
     parser.add_argument("--sql-share", type=float, default=0.1)
     parser.add_argument("--prompt-words", type=int, default=60)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--inflight", type=int, default=16, help="sluice's in-flight bound")
-    parser.add_argument("--max-queue", type=int, default=256)
+    parser.add_argument("--inflight", default="auto",
+                        help="sluice's in-flight bound (schedule.max_inflight_seqs; default auto: "
+                             "vLLM's max_num_seqs)")
+    parser.add_argument("--max-queue", type=int,
+                        help="sluice's limits.max_queue (default: the server's, 2 x its call slots)")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=128)
