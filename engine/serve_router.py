@@ -8,7 +8,9 @@ other candidates as the fallback rank. It reads the call from the `route` keywor
 replica method (`engine.replicas.Route`); a request without one (a replica's `info`) may go to
 any replica. Serve reports where each request went and when it finished
 (`on_request_routed`, `on_request_completed`): that is when the dispatcher counts the call's
-estimated work on the replica, and mirrors its prompt's blocks, and when it takes the work off.
+estimated work on the replica, and mirrors its prompt's blocks, and when it takes the work off
+(Serve reports the finish a moment after the caller has its answer: a call sent right after
+another one finished can still see that one's work on its replica).
 
 Not chosen while another replica is available: the replicas the call already found dead
 (`Route.avoid`) and those whose last routing stats say their engine is down

@@ -251,7 +251,8 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
                 if line:
                     events.append(line)
                     started.set()
-            done["events"] = events
+                    time.sleep(0.001)   # a reader that never sleeps can hold this process's GIL
+            done["events"] = events     # until the stream ends, and SIGTERM then comes too late
 
     wait_idle(client)
     thread = threading.Thread(target=long_stream)
