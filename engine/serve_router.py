@@ -6,11 +6,11 @@ with the replica the `Dispatcher` picks for the call (HEXGEN's score on outstand
 call's estimated time on each replica, given the prefix that replica probably caches), then the
 other candidates as the fallback rank. It reads the call from the `route` keyword argument of the
 replica method (`engine.replicas.Route`); a request without one (a replica's `info`) may go to
-any replica. Serve reports where each request went and when it finished
-(`on_request_routed`, `on_request_completed`): that is when the dispatcher counts the call's
-estimated work on the replica, and mirrors its prompt's blocks, and when it takes the work off
-(Serve reports the finish a moment after the caller has its answer: a call sent right after
-another one finished can still see that one's work on its replica).
+any replica. The chosen replica counts the call's estimated work, and mirrors its prompt's
+blocks, as soon as it is chosen, so that calls arriving together see each other; Serve then
+reports where the request went (`on_request_routed`: a fallback replica takes the work over)
+and when it finished (`on_request_completed`, a moment after the caller has its answer: a call
+sent right after another one finished can still see that one's work on its replica).
 
 Not chosen while another replica is available: the replicas the call already found dead
 (`Route.avoid`) and those whose last routing stats say their engine is down
@@ -95,6 +95,7 @@ class DispatchRouter(RequestRouter):
             by_index = {self._replica(r.replica_id): r for r in usable}
             best, times = self._dispatcher.choose(route.kind, route.prompt_tokens,
                                                   route.max_tokens, route.hashes, among=list(by_index))
+            self._count(pending_request.metadata.internal_request_id, best, times[best], route)
         rest = sorted((e for e in by_index if e != best), key=lambda e: times[e])
         return [[by_index[best]]] + ([[by_index[e] for e in rest]] if rest else [])
 
@@ -103,12 +104,21 @@ class DispatchRouter(RequestRouter):
         route = pending_request.kwargs.get("route")
         if route is None:
             return
+        request_id = pending_request.metadata.internal_request_id
         with self._lock:
             e = self._replica(replica_id)
-            estimate = self._dispatcher.call_times(route.kind, route.prompt_tokens,
-                                                   route.max_tokens, route.hashes)[e]
-            self._dispatcher.sent(e, estimate, route.hashes)
-            self._routed[pending_request.metadata.internal_request_id] = e, estimate
+            if self._routed.get(request_id, (None,))[0] != e:
+                estimate = self._dispatcher.call_times(route.kind, route.prompt_tokens,
+                                                       route.max_tokens, route.hashes)[e]
+                self._count(request_id, e, estimate, route)
+
+    def _count(self, request_id: str, e: int, estimate: float, route) -> None:
+        """The request's work is on replica e now (off the one it was counted on, if another)."""
+        earlier = self._routed.pop(request_id, None)
+        if earlier is not None:
+            self._dispatcher.finished(*earlier)
+        self._dispatcher.sent(e, estimate, route.hashes)
+        self._routed[request_id] = e, estimate
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         with self._lock:

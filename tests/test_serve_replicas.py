@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -60,6 +61,24 @@ def engine_cores(proc) -> list[psutil.Process]:
             if "EngineCore" in " ".join(p.cmdline())]
 
 
+def serve_log_tail(lines: int = 30) -> str:
+    """The end of Serve's controller log (replica starts, health-check failures, replacements)."""
+    logs = sorted(Path("/tmp/ray/session_latest/logs/serve").glob("controller_*.log"))
+    return "\n".join(logs[-1].read_text().splitlines()[-lines:]) if logs else "(no Serve log)"
+
+
+def wait_for_engines(proc, count: int, gone: int | None = None) -> list[psutil.Process]:
+    """Until `count` replicas have an engine process (none of them `gone`), within STARTUP_S."""
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        cores = engine_cores(proc)
+        if len(cores) >= count and gone not in [p.pid for p in cores]:
+            return cores
+        assert time.monotonic() < deadline, (
+            f"{len(cores)} of {count} replicas have an engine after {STARTUP_S} s\n{serve_log_tail()}")
+        time.sleep(2)
+
+
 def replica_calls(client) -> dict[str, float]:
     """sluice_replica_calls_total by replica name."""
     out = {}
@@ -75,7 +94,7 @@ def complete(client, prompt: str, max_tokens: int = 4) -> httpx.Response:
 
 
 def test_calls_spread_over_both_replicas(server, client):
-    assert len(engine_cores(server[0])) == 2
+    assert len(wait_for_engines(server[0], 2)) == 2
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda i: complete(client, f"words {i}", 4 + i), range(8)))
     assert [r.status_code for r in replies] == [200] * 8
@@ -114,16 +133,14 @@ def test_a_call_goes_to_the_replica_holding_its_prefix(client):
 def test_a_dead_replica_is_routed_around_and_replaced(server, client):
     proc = server[0]
     names = set(replica_calls(client))
-    victim = engine_cores(proc)[0]
+    victim = wait_for_engines(proc, 2)[0]
     victim.kill()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda i: complete(client, f"after the kill {i}"), range(6)))
     assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
     assert client.get("/health").status_code == 200
-    deadline = time.monotonic() + STARTUP_S          # Serve's health check fails; a new replica
-    while len(engine_cores(proc)) < 2 or victim.pid in [p.pid for p in engine_cores(proc)]:
-        assert time.monotonic() < deadline, "Serve did not replace the replica whose engine died"
-        time.sleep(2)
+    wait_for_engines(proc, 2, gone=victim.pid)       # Serve's health check fails; a new replica
+    deadline = time.monotonic() + STARTUP_S
     while not set(replica_calls(client)) - names:    # the new replica gets calls
         assert time.monotonic() < deadline, f"no call reached a new replica: {replica_calls(client)}"
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
