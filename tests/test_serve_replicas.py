@@ -57,8 +57,12 @@ def client(server):
 
 
 def engine_cores(proc) -> list[psutil.Process]:
-    return [p for p in psutil.Process(proc.pid).children(recursive=True)
-            if "EngineCore" in " ".join(p.cmdline())]
+    """The vLLM engine process of each Serve replica: the replica actor's child that
+    multiprocessing spawned (vLLM does not always manage to retitle it VLLM::EngineCore)."""
+    replicas = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "ServeReplica" in " ".join(p.cmdline())]
+    return [child for replica in replicas for child in replica.children()
+            if any(mark in " ".join(child.cmdline()) for mark in ("EngineCore", "spawn_main"))]
 
 
 def serve_log_tail(lines: int = 30) -> str:
