@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +77,15 @@ class Export:
         """Move the run's rows (shards under `data_dir`) into the layout, removing the `earlier`
         result files it does not write again; returns the files."""
         shards = sorted(p for p in data_dir.glob("*") if p.is_file() and not p.name.startswith("."))
-        table = _read(shards)
         stale = set(earlier)
-        if self.shard_size <= 0:
+        if self.shard_size <= 0 and self.format == "jsonl" and all(p.suffix == ".jsonl" for p in shards):
             files = [self.path]
-            _write(table, self.path, self.format)
+            _concatenate(shards, self.path)
+        elif self.shard_size <= 0:
+            files = [self.path]
+            _write(_read(shards), self.path, self.format)
         else:
+            table = _read(shards)
             count = max(1, min(int(table.nbytes / self.shard_size) + 1, table.num_rows))
             files = self.shard_paths(count)
             per, extra = divmod(table.num_rows, count)
@@ -127,7 +131,24 @@ def read_result(files: list[Path]) -> pa.Table:
 
 
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
+    _replace(path, lambda temporary: write_table(table, str(temporary), fmt))
+
+
+def _concatenate(shards: list[Path], path: Path) -> None:
+    """JSON-lines shards into one file, as they are (a shard's last line may lack its newline)."""
+    def copy(temporary: Path) -> None:
+        with open(temporary, "wb") as out:
+            for shard in shards:
+                with open(shard, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+                    if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                        out.write(b"\n")
+    _replace(path, copy)
+
+
+def _replace(path: Path, write) -> None:
+    """`write(temporary)` beside `path`, then the temporary renamed to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.sluice-tmp")
-    write_table(table, str(temporary), fmt)
+    write(temporary)
     os.replace(temporary, path)

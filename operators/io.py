@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -148,11 +149,15 @@ class Rejects(list):
         self.extend(records)
 
 
+# Compact JSON in UTF-8 (msgspec: about ten times json.dumps); values JSON has no type for
+# are written as their str(); NaN and infinities as null, as Ray Data's JSON writer does.
+_JSON = msgspec.json.Encoder(enc_hook=str)
+
+
 def write_json_lines(path: str, records: list[dict]) -> None:
     """Rows or reject records as JSON lines."""
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    with open(path, "wb") as f:
+        f.write(_JSON.encode_lines(records))
 
 
 def public_columns(table: pa.Table) -> pa.Table:
@@ -606,8 +611,8 @@ def write_table(table: pa.Table, path: str, fmt: str) -> None:
     elif fmt == "jsonl":
         write_json_lines(path, table.to_pylist())
     elif fmt == "json":
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("[" + ",\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in table.to_pylist()) + "]\n")
+        with open(path, "wb") as f:
+            f.write(b"[" + b",\n".join(map(_JSON.encode, table.to_pylist())) + b"]\n")
     else:
         raise InputError(f"unknown output format '{fmt}'; use parquet or jsonl")
 

@@ -5,11 +5,22 @@ a list of Arrow tables instead of a Dataset's blocks: one per checkpoint chunk, 
 each whole-dataset operator, which runs its `apply_table`. It saves Ray's start and its
 per-stage task and shuffle costs, seconds that dominate a small run (datatrove's local
 executor and Data-Juicer's standalone mode are the same idea).
+
+Input parts and blocks go through the row-local stages on one thread per CPU: the operators'
+work is Arrow compute and numba kernels that release the GIL, so the threads use every core
+without a process per core. (An operator is called from several threads at once: the built-in
+ones keep no state between calls; a recipe's own operator that does needs `ray: {num_cpus: 1}`,
+or Data-Juicer's `np: 1`.)
+The threads are daemons, so Ctrl-C ends the run without waiting for a slow operator.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,9 +35,50 @@ from .trace import dropped_items
 Blocks = list  # of pa.Table
 
 
+def in_threads(fn: Callable, items: Sequence, workers: int, on_done: Callable[[int], None] = lambda n: None) -> list:
+    """[fn(item) for item in items] on `workers` daemon threads, in order; `on_done(n)` in this
+    thread after each of the n items finished; the first exception raised is raised here."""
+    if workers <= 1 or len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(fn(item))
+            on_done(len(results))
+        return results
+    results, finished = [None] * len(items), queue.Queue()
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+                finished.put(None)
+            except BaseException as e:
+                finished.put(e)
+                return
+
+    for _ in range(min(workers, len(items))):
+        threading.Thread(target=work, daemon=True).start()
+    for done in range(1, len(items) + 1):
+        error = finished.get()
+        if error is not None:
+            with lock:
+                todo = iter(())  # the other threads take nothing more
+            raise error
+        on_done(done)
+    return results
+
+
 class LocalExecutor:
     name = "local"
-    num_cpus = 1
+
+    def __init__(self, num_cpus: int | None = None):
+        self.num_cpus = num_cpus or len(os.sched_getaffinity(0))
+        self.kept: dict[str, pa.Table] = {}  # the checkpoint chunks this run wrote, by path
 
     def start(self, output: Path, shared_fs: bool, pipeline) -> None:
         pass
@@ -39,12 +91,13 @@ class LocalExecutor:
 
     def checkpoint(self, folder: RunFolder, parts: list[tuple[int, InputPart]], stage: FusedStage,
                    text_key: str, progress: Progress) -> None:
-        for done, (i, part) in enumerate(parts, 1):
-            checkpoint_part(folder, i, part, stage=stage, text_key=text_key)
-            progress.update(f"input parts read and checkpointed: {done}/{len(parts)}")
+        in_threads(lambda item: checkpoint_part(folder, item[0], item[1], stage=stage, text_key=text_key,
+                                                kept=self.kept),
+                   parts, self.num_cpus,
+                   lambda done: progress.update(f"input parts read and checkpointed: {done}/{len(parts)}"))
 
     def load(self, chunks: list[str]) -> Blocks:
-        return [pq.read_table(path) for path in chunks]
+        return [self.kept.pop(path, None) or pq.read_table(path) for path in chunks]
 
     def materialize(self, blocks: Blocks) -> Blocks:
         return blocks
@@ -53,7 +106,7 @@ class LocalExecutor:
         return sum(b.num_rows for b in blocks)
 
     def map_blocks(self, blocks: Blocks, fn, **kwargs) -> Blocks:
-        return [fn(b, **kwargs) for b in blocks]
+        return in_threads(lambda b: fn(b, **kwargs), blocks, self.num_cpus)
 
     def whole_dataset(self, op, blocks: Blocks, ctx) -> Blocks:
         return [op.apply_table(pa.concat_tables(blocks, promote_options="permissive"), ctx)]
@@ -63,7 +116,7 @@ class LocalExecutor:
         return dropped_items(pa.concat_tables(before, promote_options="permissive"), kept, limit)
 
     def fused(self, stage: FusedStage, blocks: Blocks) -> Blocks:
-        return [stage(b) for b in blocks]
+        return in_threads(stage, blocks, self.num_cpus)
 
     def write(self, blocks: Blocks, path: str, fmt: str) -> None:
         folder = Path(path)

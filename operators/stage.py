@@ -165,11 +165,13 @@ def _reject_all(table: pa.Table, reason: str) -> pa.Table:
     return Operator.reject(table, pa.array(np.ones(table.num_rows, dtype=bool)), reason)
 
 
-def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: FusedStage, text_key: str) -> None:
+def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: FusedStage, text_key: str,
+                    kept: dict[str, pa.Table] | None = None) -> None:
     """Reads input part `ordinal`, runs the first fused stage on it and commits the result to the
     run's checkpoint: one Parquet file per chunk of rows and the part's rejects, then, last, its
     completion marker (ledger records, stat samples). A resumed run takes the parts that have one
-    as they are. (A Ray task in a Ray run.)"""
+    as they are. (A Ray task in a Ray run; a local run `kept` the chunks by path, so as not to
+    read them back.)"""
     for earlier in folder.checkpoint.glob(f"{ordinal:05d}-*"):  # an earlier try's
         earlier.unlink()
     rejects = Rejects()
@@ -182,6 +184,8 @@ def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: 
         name = f"{ordinal:05d}-{i:05d}.parquet" if table.num_rows else None
         if name:
             _write_new(folder.checkpoint / name, lambda p, t=table: pq.write_table(t, p))
+            if kept is not None:
+                kept[str(folder.checkpoint / name)] = table
         _flush_rejects(folder, f"{ordinal:05d}-{i:05d}", rejects)
         stage.ledger.end(key)
         chunks.append({"key": list(key), "records": [r.as_list() for r in records], "file": name,

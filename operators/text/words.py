@@ -5,6 +5,7 @@ every character or word is needed; the filters of a fused stage share one split 
 from __future__ import annotations
 
 import functools
+import threading
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
@@ -69,25 +70,25 @@ def special_characters() -> str:
 
 
 def last_batch(fn):
-    """Keep `fn(arr)` for the last array seen: the filters of one fused stage ask for the
-    same batch's code points or words in turn. The array is kept with the result, so its
+    """Keep `fn(arr)` for the last array seen by this thread: the filters of one fused stage ask
+    for the same batch's code points or words in turn (a local run's threads each run a stage). The array is kept with the result, so its
     buffers (the cache key) cannot be freed and reused by another batch meanwhile. An array
     at other addresses with equal contents also hits (a fused stage filters the table after
     each filter, which copies the text even when every row is kept); comparing costs a
     memcmp, far less than recomputing."""
-    cache: list = []
+    cache = threading.local()
 
     @functools.wraps(fn)
     def cached(arr: pa.Array):
         key = (tuple(b.address if b is not None else 0 for b in arr.buffers()), arr.offset, len(arr))
-        entry = cache[0] if cache else None  # one read: safe if threads share the cache
+        entry = getattr(cache, "entry", None)
         if entry is not None and (entry[0] == key or entry[1].equals(arr)):
             return entry[2]
         result = fn(arr)
-        cache[:] = [(key, arr, result)]
+        cache.entry = (key, arr, result)
         return result
 
-    cached.cache_clear = cache.clear
+    cached.cache_clear = lambda: vars(cache).clear()
     return cached
 
 
