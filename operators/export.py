@@ -78,7 +78,11 @@ class Export:
         result files it does not write again; returns the files."""
         shards = sorted(p for p in data_dir.glob("*") if p.is_file() and not p.name.startswith("."))
         stale = set(earlier)
-        if self.shard_size <= 0 and self.format == "jsonl" and all(p.suffix == ".jsonl" for p in shards):
+        if self.shard_size <= 0 and len(shards) == 1 and shards[0].suffix == f".{self.format}":
+            files = [self.path]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(shards[0], self.path)
+        elif self.shard_size <= 0 and self.format == "jsonl" and all(p.suffix == ".jsonl" for p in shards):
             files = [self.path]
             _concatenate(shards, self.path)
         elif self.shard_size <= 0:
@@ -97,7 +101,7 @@ class Export:
         for old in stale - set(files):  # shards an earlier sluice run of this path wrote
             old.unlink(missing_ok=True)
         for shard in shards:
-            shard.unlink()
+            shard.unlink(missing_ok=True)  # (a single shard was moved)
         return files
 
 
