@@ -130,3 +130,22 @@ def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_p
         assert counts_of(parts.summary) == counts_of(whole.summary)
         rejects = [json.loads(line) for f in sorted(parts.rejects_path.glob("*.jsonl")) for line in open(f)]
         assert sorted(r["line"] for r in rejects) == [1235, 2501]  # numbered as in the whole file
+
+
+def test_local_threads_keep_the_order_and_raise_the_first_error():
+    import time
+
+    from sluice.operators.local_executor import in_threads
+
+    done = []
+    slow_first = lambda i: (time.sleep(0.05 * (5 - i)), i * i)[1]  # noqa: E731 - later items finish first
+    assert in_threads(slow_first, list(range(5)), 3, done.append) == [0, 1, 4, 9, 16]
+    assert done == [1, 2, 3, 4, 5]
+
+    def fails_on_three(i):
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    with pytest.raises(ValueError, match="item 3"):
+        in_threads(fails_on_three, list(range(8)), 2)
