@@ -97,7 +97,7 @@ class LocalExecutor:
                    lambda done: progress.update(f"input parts read and checkpointed: {done}/{len(parts)}"))
 
     def load(self, chunks: list[str]) -> Blocks:
-        return [self.kept.pop(path, None) or pq.read_table(path) for path in chunks]
+        return [self.kept.pop(path) if path in self.kept else pq.read_table(path) for path in chunks]
 
     def materialize(self, blocks: Blocks) -> Blocks:
         return blocks
