@@ -10,13 +10,13 @@ up to float rounding.
 
 from __future__ import annotations
 
-import functools
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.operators.once import built_once
 from sluice.operators.string_buffers import string_buffers
 
 
@@ -77,7 +77,7 @@ class BatchLanguageIdentifier:
         return pa.array(self.classes[best], pa.string(), mask=mask), pa.array(score, mask=mask)
 
 
-@functools.lru_cache(maxsize=1)
+@built_once(maxsize=1)
 def language_identifier() -> BatchLanguageIdentifier:
     """One identifier per process: loading langid's model takes a few seconds."""
     return BatchLanguageIdentifier()

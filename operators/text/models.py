@@ -12,7 +12,6 @@ which is used for ARPA files too when it is installed.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sluice.operators.base import ParamError
+from sluice.operators.once import built_once
 
 MODELS_ENV = "SLUICE_MODELS"
 
@@ -47,7 +47,7 @@ def model_tag(path: Path) -> str:
 
 # ---- SentencePiece ----
 
-@functools.lru_cache(maxsize=8)
+@built_once(maxsize=8)
 def sentencepiece(path: str):
     """The SentencePiece processor of `path`, loaded once per worker process."""
     import sentencepiece as spm
@@ -140,7 +140,7 @@ def _has_kenlm() -> bool:
     return importlib.util.find_spec("kenlm") is not None
 
 
-@functools.lru_cache(maxsize=4)
+@built_once(maxsize=4)
 def language_model(path: str):
     """A model with `score(sentence) -> log10 probability`: KenLM's when the `kenlm` package
     is installed, otherwise sluice's ARPA reader (ARPA files only)."""

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.operators.base import ParamError
+from sluice.operators.once import built_once
 from sluice.operators.splitmix import GOLDEN_GAMMA, splitmix64_mix
 from sluice.operators.string_buffers import string_buffers
 
@@ -50,7 +51,7 @@ def _is_special(c: str) -> bool:
     return cat[0] in "PSZ" or cat in ("Cc", "Cf") or c in "0123456789" or "\ufe00" <= c <= "\ufe0f"
 
 
-@functools.lru_cache(maxsize=None)
+@built_once()
 def char_class(kind: str) -> np.ndarray:
     """Boolean lookup table over all code points for one character class.
 
@@ -64,7 +65,7 @@ def char_class(kind: str) -> np.ndarray:
     return _category_table(tests[kind])
 
 
-@functools.lru_cache(maxsize=None)
+@built_once()
 def special_characters() -> str:
     return "".join(chr(i) for i in np.flatnonzero(char_class("special")))
 
@@ -140,7 +141,7 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 # ---- words ----
 
-@functools.lru_cache(maxsize=None)
+@built_once()
 def lowercase() -> np.ndarray:
     """Code point -> code point of its lowercase (Python's `str.lower`). U+0130 (İ), the one
     character whose lowercase is two characters, maps to 'i' as in Arrow's `utf8_lower`."""
