@@ -78,16 +78,9 @@ class Export:
         result files it does not write again; returns the files."""
         shards = sorted(p for p in data_dir.glob("*") if p.is_file() and not p.name.startswith("."))
         stale = set(earlier)
-        if self.shard_size <= 0 and len(shards) == 1 and shards[0].suffix == f".{self.format}":
+        if self.shard_size <= 0:
             files = [self.path]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(shards[0], self.path)
-        elif self.shard_size <= 0 and self.format == "jsonl" and all(p.suffix == ".jsonl" for p in shards):
-            files = [self.path]
-            _concatenate(shards, self.path)
-        elif self.shard_size <= 0:
-            files = [self.path]
-            _write(_read(shards), self.path, self.format)
+            _into_one_file(shards, self.path, self.format)
         else:
             table = _read(shards)
             count = max(1, min(int(table.nbytes / self.shard_size) + 1, table.num_rows))
@@ -136,6 +129,17 @@ def read_result(files: list[Path]) -> pa.Table:
 
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
     _replace(path, lambda temporary: write_table(table, str(temporary), fmt))
+
+
+def _into_one_file(shards: list[Path], path: Path, fmt: str) -> None:
+    """The run's shards as the one file `path`: a single shard in that format moved, JSON-lines
+    shards concatenated, anything else read and written again."""
+    if len(shards) == 1 and shards[0].suffix == f".{fmt}":
+        _replace(path, lambda temporary: os.replace(shards[0], temporary))
+    elif fmt == "jsonl" and all(p.suffix == ".jsonl" for p in shards):
+        _concatenate(shards, path)
+    else:
+        _write(_read(shards), path, fmt)
 
 
 def _concatenate(shards: list[Path], path: Path) -> None:
