@@ -183,11 +183,12 @@ class LLMOperator(EngineOperator):
     def apply(self, ds, ctx):
         import ray
 
+        from .shuffle import group_by
+
         # Hash-partition by prefix key: every bucket holds all rows of its keys. Materialized
         # before the actor pool starts, since its actors may hold every CPU of the cluster.
-        buckets = (ds.map_batches(self.render, batch_format="pyarrow")
-                   .repartition(self.num_actors * self.buckets_per_actor, keys=[ROUTE_COLUMN])
-                   .materialize())
+        buckets = group_by(ds.map_batches(self.render, batch_format="pyarrow"), ROUTE_COLUMN, _bucket,
+                           self.num_actors * self.buckets_per_actor).materialize()
         log = ray.remote(num_cpus=0)(BatchLog).remote()
         out = buckets.map_batches(
             EngineActor, fn_constructor_args=(self, log, ctx.analyze), batch_format="pyarrow",
@@ -217,6 +218,10 @@ class LLMOperator(EngineOperator):
                            if c is not None and value is None else None)
         table = self.reject(table, pa.array([r is not None for r in reasons]), pa.array(reasons, pa.string()))
         return table.append_column(key, pa.array(values, type_))
+
+
+def _bucket(rows: pa.Table) -> pa.Table:
+    return rows
 
 
 class EngineActor:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pytest
 
 from sluice.operators import Mapper, Pipeline, create_operator, param, register
+from sluice.operators.dedup.exact import document_deduplicator
 from sluice.operators.commit import OutputError
 from sluice.operators.io import read_output
 from sluice.operators.recipe import load_recipe
@@ -191,28 +191,26 @@ def test_a_worker_killed_in_a_fused_stage_before_and_after_a_dedup_changes_nothi
     assert s["accounted"]
 
 
+@register
+class die_once_deduplicator(document_deduplicator):
+    """Exact dedup whose first partition task kills its own worker (SIGKILL) unless the file
+    `marker` exists (it writes it first): Ray retries the task on a fresh worker."""
+
+    marker: str = param(doc="file that says it has died already")
+
+    def first_ids(self, keys):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().first_ids(keys)
+
+
 def test_a_worker_killed_during_the_dedup_shuffle_changes_nothing(ray_session, tmp_path):
-    """A thread kills the first worker that runs the exact dedup's hash aggregate (SIGKILL)."""
     inputs = write_files(tmp_path / "in", 4, 5_000, lambda k, i: f"row {i % 2000} words {k % 2}")
-    killed = []
-
-    def kill_the_shuffle():
-        while not killed:
-            for p in psutil.process_iter(["cmdline"]):
-                title = " ".join(p.info["cmdline"] or [])
-                if title.startswith("ray::HashAggregateMap"):
-                    p.kill()
-                    killed.append(title)
-                    return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_the_shuffle, daemon=True)
-    killer.start()
-    dedup = Pipeline([create_operator("document_deduplicator")])
+    marker = tmp_path / "died-in-shuffle"
+    dedup = Pipeline([die_once_deduplicator(marker=str(marker))])
     disturbed = dedup.run(str(inputs), output=tmp_path / "killed", quiet=True, executor="ray")
-    killer_found = bool(killed)
-    killed.append("stop")  # the thread stops looking
-    assert killer_found, "no dedup shuffle worker was seen to kill"
+    assert marker.exists()
     rows = disturbed.table().column("text").to_pylist()  # an undisturbed run's: each text once, in input order
     assert rows == [f"row {i} words {k}" for k in (0, 1) for i in range(2000)]
     assert disturbed.summary["accounted"] and disturbed.summary["rejected"] == {}

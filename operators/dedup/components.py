@@ -2,9 +2,8 @@
 
 Building blocks, each a distributed Ray Data step (`local_connected_components` and
 `SortedTable.of_table` do the same on one table in a local run, with the same partition functions):
-- `group_by`: hash-shuffle on a key, then one vectorized call per partition (a partition holds
-  every row of its keys), the way Ray's own `map_groups` co-locates groups, minus the Python
-  call per group.
+- `group_by` (`operators/shuffle.py`): hash-partition on a key, then one vectorized call per
+  partition (a partition holds every row of its keys).
 - `candidate_edges`: (band key, doc id) rows grouped by band key; every document in a bucket
   gets an edge to the bucket's lowest id.
 - `connected_components`: the alternating large-star / small-star algorithm (Kiveris et al.,
@@ -25,6 +24,8 @@ import functools
 import numpy as np
 import pyarrow as pa
 
+from ..shuffle import group_by
+
 MAX_ROUNDS = 64
 
 
@@ -34,12 +35,6 @@ def _remote(fn):
     import ray
 
     return ray.remote(num_cpus=0)(fn)
-
-
-def group_by(ds, key: str, fn, num_partitions: int, **fn_kwargs):
-    """Apply `fn(table, **fn_kwargs) -> table` once per hash partition of `ds` on `key`."""
-    return ds.repartition(num_partitions, keys=[key]).map_batches(
-        fn, batch_size=None, batch_format="pyarrow", fn_kwargs=fn_kwargs)
 
 
 def _group_starts(keys: np.ndarray) -> np.ndarray:

@@ -48,21 +48,23 @@ class document_deduplicator(Deduplicator):
         text = normalize(table.column(self.text_key), self.lowercase, self.ignore_non_character)
         return table.append_column(KEY_COLUMN, digest(text))
 
-    def apply(self, ds, ctx):
-        from ray.data.aggregate import Min
+    def first_ids(self, keys: pa.Table) -> pa.Table:
+        """The lowest id of each key, from (key, id) rows holding every row of their keys."""
+        first = keys.group_by(KEY_COLUMN, use_threads=False).aggregate([(ID_COLUMN, "min")])
+        return pa.table({ID_COLUMN: first.column(f"{ID_COLUMN}_min")})
 
+    def apply(self, ds, ctx):
+        from ..shuffle import group_by
         from .components import SortedTable
 
-        keepers = ds.select_columns([KEY_COLUMN, ID_COLUMN]).groupby(
-            KEY_COLUMN, num_partitions=partitions_for(ds, ctx.num_cpus))
-        keepers = keepers.aggregate(Min(ID_COLUMN, alias_name=ID_COLUMN)).select_columns([ID_COLUMN])
+        keepers = group_by(ds.select_columns([KEY_COLUMN, ID_COLUMN]), KEY_COLUMN, self.first_ids,
+                           partitions_for(ds, ctx.num_cpus))
         # The keepers' ids are looked up from each block, so the documents keep their order.
         return ds.map_batches(_keep_first, batch_format="pyarrow",
                               fn_kwargs={"keepers": SortedTable.build(keepers, ID_COLUMN)})
 
     def apply_table(self, table: pa.Table, ctx) -> pa.Table:
-        keepers = table.select([KEY_COLUMN, ID_COLUMN]).group_by(KEY_COLUMN, use_threads=False).aggregate(
-            [(ID_COLUMN, "min")]).column(f"{ID_COLUMN}_min")
+        keepers = self.first_ids(table.select([KEY_COLUMN, ID_COLUMN])).column(ID_COLUMN)
         return table.filter(pc.is_in(table.column(ID_COLUMN), value_set=keepers)).drop_columns([KEY_COLUMN])
 
 

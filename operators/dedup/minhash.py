@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 from ..base import ID_COLUMN, Deduplicator, ParamError, param, register
 from ..html_render import html_items, html_table
 from . import signatures as sg
-from .components import (SortedTable, bucket_edges, candidate_edges, column_sum, connected_components, group_by,
+from ..shuffle import group_by
+from .components import (SortedTable, bucket_edges, candidate_edges, column_sum, connected_components,
                          local_connected_components)
 
 SIGNATURE_COLUMN = "__minhash__"
