@@ -9,7 +9,7 @@ waits for; with `in_process` everything stays in the calling process (used in Ra
 
 from __future__ import annotations
 
-import os
+import contextlib
 from multiprocessing import resource_tracker
 from typing import Sequence
 
@@ -17,7 +17,7 @@ import psutil
 
 from .config import EngineConfig
 from .types import Completion, Prompt, SamplingParams
-from .vllm_internals import kv_cache_blocks, shutdown_engine_core
+from .vllm_internals import engine_core_in_this_process, kv_cache_blocks, shutdown_engine_core
 
 CLOSE_TIMEOUT_S = 5
 
@@ -30,11 +30,9 @@ class VLLMBackend:
         from vllm import LLM
 
         self.config = config
-        if config.in_process:
-            # vLLM reads this when the engine is built; it has no constructor argument.
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         before = child_pids()
-        self.llm = LLM(**config.vllm_kwargs())
+        with engine_core_in_this_process() if config.in_process else contextlib.nullcontext():
+            self.llm = LLM(**config.vllm_kwargs())
         self._processes = children_since(before)
         self.tokenizer = self.llm.get_tokenizer()
         # vLLM keeps one block as its null block; the rest hold KV.

@@ -1,10 +1,13 @@
 """The parts of vLLM that are not its public API and that sluice reaches into, kept here and
 checked against the vLLM versions they were written for (pyproject.toml pins the same range):
-a built engine's KV cache size and batch bound (`vllm_config`) and the offline engine core's
-`shutdown`, which waits for its processes."""
+a built engine's KV cache size and batch bound (`vllm_config`), the offline engine core's
+`shutdown`, which waits for its processes, and the environment an in-process engine core is
+built under."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 
 from packaging.requirements import Requirement
@@ -45,3 +48,24 @@ def max_num_seqs(engine) -> int:
 def shutdown_engine_core(llm, timeout_s: float) -> None:
     """Stop a `vllm.LLM`'s engine core and workers, waiting up to `timeout_s` (LLM has no close)."""
     llm.llm_engine.engine_core.shutdown(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def engine_core_in_this_process():
+    """Build a `vllm.LLM` whose engine core and worker run in this process. vLLM reads this
+    from the environment only (no constructor argument), and the engine core then freezes
+    vLLM's environment in a cache, so an online engine built later in the same process would
+    still read multiprocessing as off and refuse to start; both are put back afterwards."""
+    import vllm.envs
+
+    key = "VLLM_ENABLE_V1_MULTIPROCESSING"
+    before = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+        vllm.envs.disable_envs_cache()

@@ -2,6 +2,7 @@
 one tiny dummy-weight model directory and one vLLM engine for the whole session."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -26,7 +27,9 @@ def engine_config(tiny_model):
 
 @pytest.fixture(scope="session")
 def engine(engine_config):
-    with BatchEngine(engine_config) as e:
+    """vLLM's engine core in the test process: no two processes importing vLLM (about 25 s
+    of each start); the tests of the engine's processes build their own."""
+    with BatchEngine(dataclasses.replace(engine_config, in_process=True)) as e:
         yield e
 
 

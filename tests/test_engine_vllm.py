@@ -123,3 +123,15 @@ def test_closing_the_engine_leaves_no_engine_processes(engine_config):
         assert spawned and all(p.is_running() for p in spawned)
         assert e.generate(["one more"], FIXED)[0].output_tokens == 3
     assert not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_an_in_process_engine_leaves_vllm_free_to_start_engine_cores_in_processes(engine):
+    """The session engine runs in this process; vLLM's environment then still says engine cores
+    get their own process, so the online engine (which needs one) can start here after it."""
+    import os
+
+    import vllm.envs
+
+    assert engine.backend.config.in_process and not engine.backend._processes
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    assert vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING
