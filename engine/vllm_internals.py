@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from packaging.requirements import Requirement
@@ -52,18 +53,27 @@ def shutdown_engine_core(llm, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def engine_core_in_this_process():
-    """Build a `vllm.LLM` whose engine core and worker run in this process. vLLM reads this
-    from the environment only (no constructor argument), and the engine core then freezes
-    vLLM's environment in a cache, so an online engine built later in the same process would
-    still read multiprocessing as off and refuse to start; both are put back afterwards."""
+    """Build a `vllm.LLM` whose engine core and worker run in this process.
+
+    - vLLM reads this from the environment only (no constructor argument), and the engine core
+      then freezes vLLM's environment in a cache, so an online engine built later in the same
+      process would still read multiprocessing as off and refuse to start: both are put back.
+    - The CPU worker's start walks every loaded module's namespace and reads each object's
+      `vars(...).get("kernel")`; llvmlite's `ffi.lib` (loaded with numba, which the text
+      operators use) answers `__dict__` with a C function, and the start fails. Its module is
+      out of `sys.modules` while the engine is built (nothing it holds is touched).
+    """
     import vllm.envs
 
     key = "VLLM_ENABLE_V1_MULTIPROCESSING"
     before = os.environ.get(key)
     os.environ[key] = "0"
+    llvmlite_ffi = sys.modules.pop("llvmlite.binding.ffi", None)
     try:
         yield
     finally:
+        if llvmlite_ffi is not None:
+            sys.modules["llvmlite.binding.ffi"] = llvmlite_ffi
         if before is None:
             os.environ.pop(key, None)
         else:

@@ -1,6 +1,7 @@
 """The batch engine on real vLLM (CPU build, tiny dummy-weight model): order, counts, prefix
 cache use, per-request errors, chat, logprobs, structured output, clean shutdown."""
 
+import dataclasses
 import random
 
 import psutil
@@ -125,13 +126,17 @@ def test_closing_the_engine_leaves_no_engine_processes(engine_config):
     assert not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_an_in_process_engine_leaves_vllm_free_to_start_engine_cores_in_processes(engine):
-    """The session engine runs in this process; vLLM's environment then still says engine cores
-    get their own process, so the online engine (which needs one) can start here after it."""
+def test_an_in_process_engine_starts_beside_numba_and_leaves_vllm_as_it_was(engine_config):
+    """In one process with the text operators' numba (as a Ray worker that ran them), and
+    afterwards vLLM's environment still says engine cores get their own process, so an online
+    engine (which needs one) can start there."""
     import os
 
+    import llvmlite.binding  # noqa: F401  (loaded with numba)
     import vllm.envs
 
-    assert engine.backend.config.in_process and not engine.backend._processes
+    with BatchEngine(dataclasses.replace(engine_config, in_process=True)) as e:
+        assert not e.backend._processes
+        assert e.generate(["one more"], FIXED)[0].output_tokens == 3
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
     assert vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING
