@@ -1,4 +1,6 @@
-"""A tiny Llama-architecture model directory for dummy-weight vLLM runs, built with no download.
+"""For tests and benchmarks of the engines: a tiny model, and vLLM's processes found by command line.
+
+A tiny Llama-architecture model directory for dummy-weight vLLM runs, built with no download.
 
 `build_tiny_model(path)` writes `config.json` and a byte-level BPE tokenizer trained on the spot
 over a generated corpus. vLLM loads it with `load_format="dummy"` (random weights), so answers
@@ -66,3 +68,20 @@ def build_tiny_model(path: str | Path, *, layers: int = 2, hidden: int = 128, he
     (path / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}))
     return path
+
+
+def command_line(process) -> str:
+    """A `psutil.Process`'s command line; empty once it has exited (a killed engine's)."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
+def is_engine_process(process) -> bool:
+    """vLLM's engine core or worker: titled by vLLM, or, where its retitling did not take, a
+    process that multiprocessing spawned."""
+    return any(mark in command_line(process) for mark in ("VLLM::", "EngineCore", "spawn_main"))
+

@@ -3,6 +3,7 @@ dummy-weight model): two replicas for the module."""
 
 import asyncio
 import random
+import time
 
 import psutil
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from sluice.engine import CallError, EngineDead, SamplingParams, Stage, Workflow
 from sluice.engine.dispatch import Balanced
 from sluice.engine.replicas import ReplicaSet, cpu_shares
+from sluice.engine.testing import command_line, is_engine_process
 
 pytest_plugins = ["engine_fixtures"]
 pytestmark = pytest.mark.vllm
@@ -18,8 +20,9 @@ WORDS = ["the", "data", "row", "text", "model", "score", "label", "filter", "ka"
 
 
 def engine_cores() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"])
-            if any("EngineCore" in part for part in (p.info["cmdline"] or []))}
+    """vLLM engine processes below this one (the local Ray's replica actors' included), so a
+    concurrent test process's engines are not counted."""
+    return {p.pid for p in psutil.Process().children(recursive=True) if is_engine_process(p)}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,11 @@ def replicas(loop, engine_config, ray_session):
     loop.run_until_complete(rs.start())
     yield rs
     loop.run_until_complete(rs.close())
-    assert not engine_cores() - before                     # no engine process left behind
+    deadline = time.monotonic() + 30  # a killed engine core's worker notices its parent is gone
+    while engine_cores() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = engine_cores() - before
+    assert not left, [command_line(psutil.Process(pid)) for pid in left]  # no engine process left behind
 
 
 def test_cpu_shares_split_the_cores():

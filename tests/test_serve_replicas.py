@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from sluice.engine.testing import build_tiny_model
+from sluice.engine.testing import build_tiny_model, command_line, is_engine_process
 from sluice.serving.testing import free_port, wait_healthy
 from test_serve_api import STARTUP_S, metric
 
@@ -59,10 +59,8 @@ def client(server):
 def engine_cores(proc) -> list[psutil.Process]:
     """The vLLM engine process of each Serve replica: the replica actor's child that
     multiprocessing spawned (vLLM does not always manage to retitle it VLLM::EngineCore)."""
-    replicas = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if "ServeReplica" in " ".join(p.cmdline())]
-    return [child for replica in replicas for child in replica.children()
-            if any(mark in " ".join(child.cmdline()) for mark in ("EngineCore", "spawn_main"))]
+    replicas = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ServeReplica" in command_line(p)]
+    return [child for replica in replicas for child in replica.children() if is_engine_process(child)]
 
 
 def serve_log_tail(lines: int = 30) -> str:
