@@ -28,8 +28,10 @@ demo: $(STAMP)
 	$(BIN)/python examples/make_sample_data.py
 	$(BIN)/sluice run webtext_clean --set output=examples/out/quickstart
 
+# Two test processes, each test file whole in one (its engines are shared by its tests): most of
+# the suite's time is vLLM and Ray starting, which keeps one core busy at a time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 constraints:
 	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
