@@ -59,15 +59,11 @@ DJ_KEYS = {"project_name", "dataset_path", "export_path", "np", "text_keys", "pr
 DJ_NO_EFFECT = {"executor_type", "op_fusion", "fusion_strategy", "cache_compress", "use_cache",
                 "ds_cache_dir", "temp_dir", "export_in_parallel", "turbo", "event_logging",
                 "adaptive_batch_size", "debug"}
-DJ_IGNORED = {
-    "executor_type", "op_fusion", "fusion_strategy", "cache_compress",
-    "use_cache", "ds_cache_dir", "temp_dir", "open_monitor",
-    "export_in_parallel", "add_suffix", "work_dir",
-    "save_stats_in_one_file", "event_logging", "image_key", "audio_key",
+DJ_IGNORED = DJ_NO_EFFECT | {
+    "open_monitor", "add_suffix", "work_dir", "save_stats_in_one_file", "image_key", "audio_key",
     "video_key", "image_special_token", "audio_special_token", "video_special_token", "eoc_special_token",
-    "turbo", "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio",
-    "debug", "percentiles", "export_original_dataset",
-    "load_dataset_kwargs", "adaptive_batch_size", "open_insight_mining", "op_list_to_mine",
+    "auto", "auto_num", "hpo_config", "data_probe_algo", "data_probe_ratio", "percentiles",
+    "export_original_dataset", "load_dataset_kwargs", "open_insight_mining", "op_list_to_mine",
     "dataset", "validators", "partition_size", "checkpoint", "export_extra_args",
 }
 # Data-Juicer globals that hold numbers (YAML reads `1e6` as text).

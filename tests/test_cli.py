@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sluice.operators.io import read_output
+from sluice.serving.testing import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -102,12 +102,6 @@ def test_ops_lists_operators_and_shows_parameters():
     assert "text_length_filter" in listing and "document_deduplicator" in listing
     detail = sluice("ops", "text_length_filter").stdout
     assert "min_len: int" in detail and "max_len" in detail
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.cluster
