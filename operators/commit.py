@@ -9,6 +9,9 @@ looks complete:
   first (what the run is: operators, settings, input files), then one checkpoint per input
   file as each completes (its rows after the first fused stage, then its completion marker),
   then data/, rejects/, report.html and, last, summary.json (the completion marker).
+- Two runs never write to one output at once: a run holds an exclusive lock on
+  `.NAME.sluice-lock` beside the target from its checks until it ends, and removes the file
+  (the system drops the lock when the process dies, so a killed run can still be resumed).
 - Only then is it moved into place: an earlier output is set aside as `.NAME.sluice-old`,
   the new folder renamed onto NAME, and the old one removed. A run that fails or is
   interrupted leaves NAME as it was, and its partial folder for `resume`; a crash between the
@@ -17,6 +20,7 @@ looks complete:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,10 +39,48 @@ class OutputError(ValueError):
 
 @dataclass
 class RunFolder:
-    """A run's target folder and the partial folder it writes into meanwhile."""
+    """A run's target folder and the partial folder it writes into meanwhile; `with` it for as
+    long as the run writes (it holds the target's lock)."""
 
     target: Path
     resumed: bool = False  # whether the partial folder holds an interrupted run's checkpoints
+    _lock: int | None = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.target.parent / f".{self.target.name}.sluice-lock"
+
+    def lock(self) -> None:
+        """Take the target's lock, or refuse at once when another run holds it."""
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OutputError(f"another sluice run (pid {holder}) is writing to {self.target}; "
+                                  "wait for it to finish or choose another output") from None
+            if _same_file(fd, self.lock_path):
+                break
+            os.close(fd)  # its holder removed the file as we locked it: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """Remove the lock file, then let go of it (a run that opened it meanwhile sees it gone)."""
+        if self._lock is not None:
+            self.lock_path.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
 
     @property
     def partial(self) -> Path:
@@ -79,6 +121,14 @@ class RunFolder:
             shutil.rmtree(self.old)
         else:
             self.partial.rename(self.target)
+        self.unlock()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def partial_folder(target: str | os.PathLike) -> Path:
@@ -110,7 +160,19 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
     interrupted run's partial folder is kept when it was the same run (`identity`: operators,
     settings, input files), and refused naming what changed."""
     folder = RunFolder(Path(os.path.abspath(output)))
-    _repair_interrupted_commit(folder)
+    if not folder.target.parent.is_dir():
+        check_outside_inputs(folder.target, sources, files)  # before the lock makes the folder
+    folder.lock()
+    try:
+        _set_up(folder, sources, files, identity, overwrite, resume)
+    except BaseException:
+        folder.unlock()
+        raise
+    return folder
+
+
+def _set_up(folder: RunFolder, sources, files: list[str], identity: dict, overwrite: bool, resume: bool) -> None:
+    _repair_interrupted_commit(folder)  # before the checks: the earlier output is back in place
     check_target(folder.target, sources, files, overwrite)
     partial = folder.partial
     if partial.exists() and not is_sluice_output(partial):
@@ -125,7 +187,7 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
             shutil.rmtree(partial / name, ignore_errors=True)
         for name in (SUMMARY, "report.html"):  # a run killed while moving into place wrote these
             (partial / name).unlink(missing_ok=True)
-        return folder
+        return
     if partial.exists():
         shutil.rmtree(partial)
     # Made whole under another name and renamed, so the partial folder always has its marker.
@@ -133,7 +195,6 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
     (making / CHECKPOINT).mkdir(parents=True)
     (making / MARKER).write_text(json.dumps(identity, indent=1))
     making.rename(partial)
-    return folder
 
 
 def _repair_interrupted_commit(folder: RunFolder) -> None:
@@ -152,6 +213,18 @@ def _repair_interrupted_commit(folder: RunFolder) -> None:
 def check_target(target: Path, sources, files: list[str], overwrite: bool) -> None:
     """Refuse an output that is, holds or lies inside an input, or that holds files sluice did
     not write (unless `overwrite`)."""
+    check_outside_inputs(target, sources, files)
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise OutputError(f"output '{target}' exists and is not a folder; choose a folder path")
+    if overwrite or is_sluice_output(target) or not any(target.iterdir()):
+        return
+    raise OutputError(f"output '{target}' holds files sluice did not write; choose a new or empty folder, "
+                      "or pass --overwrite (overwrite=True) to replace it")
+
+
+def check_outside_inputs(target: Path, sources, files: list[str]) -> None:
     real = Path(os.path.realpath(target))
     for path in files:
         file = Path(os.path.realpath(path))
@@ -163,14 +236,6 @@ def check_target(target: Path, sources, files: list[str], overwrite: bool) -> No
         if root is not None and (real == root or root in real.parents):
             raise OutputError(f"output '{target}' is inside the input '{source.path}', so a later run would "
                               "read it back; choose an output folder outside the inputs")
-    if not target.exists() and not target.is_symlink():
-        return
-    if not target.is_dir():
-        raise OutputError(f"output '{target}' exists and is not a folder; choose a folder path")
-    if overwrite or is_sluice_output(target) or not any(target.iterdir()):
-        return
-    raise OutputError(f"output '{target}' holds files sluice did not write; choose a new or empty folder, "
-                      "or pass --overwrite (overwrite=True) to replace it")
 
 
 def _input_root(path: str) -> Path | None:

@@ -207,78 +207,79 @@ class Pipeline:
         identity = self.identity(list(file_paths.values()), output_format=output_format, analyze=analyze,
                                  keep_stats=keep_stats, seed=seed)
         folder = prepare(output, sources, list(file_paths.values()), identity, overwrite=overwrite, resume=resume)
-        runner.start(folder.target, shared_fs, self)
-        ctx = RunContext(output_dir=folder.target, analyze=analyze, num_cpus=runner.num_cpus,
-                         sources={s.source_name(): s for s in sources})
-        ledger = runner.actor(Ledger, seed)
-        tracer = runner.actor(TraceCollector, self.trace.limit) if self.trace else None
-        stages = self.plan()
-        stat_names = [n for o in self.ops if isinstance(o, Filter) for n in o.stat_names]
+        with folder:  # holds the output's lock until the run ends, however it ends
+            runner.start(folder.target, shared_fs, self)
+            ctx = RunContext(output_dir=folder.target, analyze=analyze, num_cpus=runner.num_cpus,
+                             sources={s.source_name(): s for s in sources})
+            ledger = runner.actor(Ledger, seed)
+            tracer = runner.actor(TraceCollector, self.trace.limit) if self.trace else None
+            stages = self.plan()
+            stat_names = [n for o in self.ops if isinstance(o, Filter) for n in o.stat_names]
 
-        def fused(i: int, steps: list, upstream: str | None) -> FusedStage:
-            if analyze:
-                steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
-            return FusedStage(steps, ledger, file_paths, upstream=upstream, sink=i == len(stages) - 1,
-                              keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names,
-                              skip_op_error=self.skip_op_error, tracer=tracer, trace=self.trace)
+            def fused(i: int, steps: list, upstream: str | None) -> FusedStage:
+                if analyze:
+                    steps = [(lb, o) for lb, o in steps if o.row_local or not isinstance(o, (Deduplicator, Selector))]
+                return FusedStage(steps, ledger, file_paths, upstream=upstream, sink=i == len(stages) - 1,
+                                  keep_stats=keep_stats, analyze=analyze, index=i, stat_names=stat_names,
+                                  skip_op_error=self.skip_op_error, tracer=tracer, trace=self.trace)
 
-        stage = fused(0, stages[0][1], None)
-        parts = input_parts([(file_paths[i], name) for i, (_, name) in enumerate(files)])
-        resumed = folder.finished_parts()
-        progress = Progress(quiet)
-        runner.checkpoint(folder, [(i, part) for i, part in enumerate(parts) if i not in resumed],
-                          stage, self.text_key, progress)
-        progress.done(f"{runner.name}: {len(files)} input file(s) in {len(parts)} part(s) read and checkpointed"
-                      + (f" ({len(resumed)} from the interrupted run)" if resumed else "")
-                      + f" in {time.perf_counter() - started:.1f}s")
-        done = folder.finished_parts()
-        ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
-        data = runner.load([str(folder.checkpoint / c["file"]) for i in sorted(done)
-                            for c in done[i]["chunks"] if c["file"]])
+            stage = fused(0, stages[0][1], None)
+            parts = input_parts([(file_paths[i], name) for i, (_, name) in enumerate(files)])
+            resumed = folder.finished_parts()
+            progress = Progress(quiet)
+            runner.checkpoint(folder, [(i, part) for i, part in enumerate(parts) if i not in resumed],
+                              stage, self.text_key, progress)
+            progress.done(f"{runner.name}: {len(files)} input file(s) in {len(parts)} part(s) read and checkpointed"
+                          + (f" ({len(resumed)} from the interrupted run)" if resumed else "")
+                          + f" in {time.perf_counter() - started:.1f}s")
+            done = folder.finished_parts()
+            ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
+            data = runner.load([str(folder.checkpoint / c["file"]) for i in sorted(done)
+                                for c in done[i]["chunks"] if c["file"]])
 
-        upstream = None
-        for i, (kind, steps) in enumerate(stages[1:], 1):
-            label, op = steps[0] if steps else (None, None)
-            if kind == "dataset":
-                if analyze and isinstance(op, (Deduplicator, Selector)):
-                    upstream = None
-                    continue
-                data = runner.materialize(data)
-                rows_in, start = runner.count(data), time.perf_counter()
-                if rows_in:  # an empty Dataset has no columns to join or group on
-                    conflicts = _conflicting_columns(ledger.output_schemas(stage.key))
-                    if conflicts:
-                        data = runner.map_blocks(data, _as_json_text, columns=conflicts)
-                    before, data = data, runner.whole_dataset(op, data, ctx)
-                    if tracer is not None and self.trace.wants(label):
-                        tracer.add(label, TRACE_KINDS[op.kind], runner.removed(before, data, self.trace.limit))
-                count = Count(label, rows_in, runner.count(data), 0, time.perf_counter() - start)
-                ledger.finish(("driver", label), [count])
-                progress.done(f"{label}: {count.rows_in:,} -> {count.rows_out:,} rows in {count.seconds:.1f}s")
-                upstream = label
-                continue
-            stage = fused(i, steps, upstream)
-            data = runner.fused(stage, data)
             upstream = None
+            for i, (kind, steps) in enumerate(stages[1:], 1):
+                label, op = steps[0] if steps else (None, None)
+                if kind == "dataset":
+                    if analyze and isinstance(op, (Deduplicator, Selector)):
+                        upstream = None
+                        continue
+                    data = runner.materialize(data)
+                    rows_in, start = runner.count(data), time.perf_counter()
+                    if rows_in:  # an empty Dataset has no columns to join or group on
+                        conflicts = _conflicting_columns(ledger.output_schemas(stage.key))
+                        if conflicts:
+                            data = runner.map_blocks(data, _as_json_text, columns=conflicts)
+                        before, data = data, runner.whole_dataset(op, data, ctx)
+                        if tracer is not None and self.trace.wants(label):
+                            tracer.add(label, TRACE_KINDS[op.kind], runner.removed(before, data, self.trace.limit))
+                    count = Count(label, rows_in, runner.count(data), 0, time.perf_counter() - start)
+                    ledger.finish(("driver", label), [count])
+                    progress.done(f"{label}: {count.rows_in:,} -> {count.rows_out:,} rows in {count.seconds:.1f}s")
+                    upstream = label
+                    continue
+                stage = fused(i, steps, upstream)
+                data = runner.fused(stage, data)
+                upstream = None
 
-        data_dir = folder.partial / "data"
-        runner.write(data, str(data_dir), output_format)
-        progress.done(f"output written in {time.perf_counter() - started:.1f}s")
-        data_dir.mkdir(exist_ok=True)
-        if output_format == "parquet":
-            _unify_output(data_dir, _conflicting_columns(ledger.output_schemas(stage.key)))
-        snapshot = ledger.snapshot()
-        for stage_key, rejected in ledger.rejected().items():
-            (folder.partial / "rejects").mkdir(exist_ok=True)
-            write_json_lines(str(folder.partial / "rejects" / f"stage{stage_key.split(':')[0]}.jsonl"), rejected)
-        runner.release(ledger)
-        summary = build_summary(self, snapshot, ctx, wall_seconds=time.perf_counter() - started,
-                                analyze=analyze, output_format=output_format, executor=runner.name,
-                                files=list(file_paths.values()), parts=len(parts), resumed_parts=len(resumed))
-        if tracer is not None:
-            write_traces(folder.partial / "trace", tracer.collected())
-            runner.release(tracer)
-        write_report(folder.partial / "report.html", summary, snapshot, ctx.report_sections)
-        (folder.partial / SUMMARY).write_text(json.dumps(summary, indent=2))  # last: the run is whole
-        folder.commit()
-        return RunResult(summary=summary, output_dir=folder.target)
+            data_dir = folder.partial / "data"
+            runner.write(data, str(data_dir), output_format)
+            progress.done(f"output written in {time.perf_counter() - started:.1f}s")
+            data_dir.mkdir(exist_ok=True)
+            if output_format == "parquet":
+                _unify_output(data_dir, _conflicting_columns(ledger.output_schemas(stage.key)))
+            snapshot = ledger.snapshot()
+            for stage_key, rejected in ledger.rejected().items():
+                (folder.partial / "rejects").mkdir(exist_ok=True)
+                write_json_lines(str(folder.partial / "rejects" / f"stage{stage_key.split(':')[0]}.jsonl"), rejected)
+            runner.release(ledger)
+            summary = build_summary(self, snapshot, ctx, wall_seconds=time.perf_counter() - started,
+                                    analyze=analyze, output_format=output_format, executor=runner.name,
+                                    files=list(file_paths.values()), parts=len(parts), resumed_parts=len(resumed))
+            if tracer is not None:
+                write_traces(folder.partial / "trace", tracer.collected())
+                runner.release(tracer)
+            write_report(folder.partial / "report.html", summary, snapshot, ctx.report_sections)
+            (folder.partial / SUMMARY).write_text(json.dumps(summary, indent=2))  # last: the run is whole
+            folder.commit()
+            return RunResult(summary=summary, output_dir=folder.target)

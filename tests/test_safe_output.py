@@ -144,3 +144,35 @@ def test_data_juicers_use_checkpoint_is_resume(tmp_path):
     assert load_recipe(str(config)).resume
     config.write_text(config.read_text().replace("use_checkpoint: true", "use_checkpoint: false"))
     assert not load_recipe(str(config)).resume
+
+
+HOLD_THE_OUTPUT = """
+import sys
+from sluice.operators.commit import prepare
+folder = prepare(sys.argv[1], [], [], {"operators": []})
+print("locked", flush=True)
+sys.stdin.read()  # until the test ends this process
+"""
+
+
+def test_a_second_run_into_an_output_being_written_is_refused_until_the_first_is_gone(tmp_path):
+    import subprocess
+    import sys
+
+    inputs, out = write_inputs(tmp_path / "in"), tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_OUTPUT, str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        partial = contents(partial_folder(out))
+        with pytest.raises(OutputError) as e:
+            PIPELINE.run(str(inputs), output=out, quiet=True, executor="local")
+        assert str(e.value) == (f"another sluice run (pid {holder.pid}) is writing to {out}; "
+                                "wait for it to finish or choose another output")
+        assert contents(partial_folder(out)) == partial  # the first run's folder untouched
+    finally:
+        holder.kill()  # a killed run's lock goes with it
+        holder.wait()
+    result = PIPELINE.run(str(inputs), output=out, quiet=True, executor="local")
+    assert result.summary["rows_kept"] == 150
+    PIPELINE.run(str(inputs), output=out, quiet=True, executor="local")  # a finished run let go of it
