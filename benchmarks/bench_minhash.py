@@ -315,7 +315,7 @@ def e2e(args) -> None:
         with PeakMemory() as memory:
             start = time.perf_counter()
             result = Pipeline([op]).run(str(data / "*.parquet"), Path(tmp) / "out", quiet=True,
-                                        num_cpus=args.cpus)
+                                        num_cpus=args.cpus, executor="ray")
             seconds = time.perf_counter() - start
         ray.shutdown()
     summary = result.summary
