@@ -20,7 +20,7 @@ from sluice.engine.testing import build_tiny_model, command_line, is_engine_proc
 from sluice.serving.testing import free_port, wait_healthy
 from test_serve_api import STARTUP_S, metric
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.vllm, pytest.mark.alone, pytest.mark.timeout(900)]
 WORDS = "the quick brown fox jumps over the lazy dog while rows flow through the filters "
 
 

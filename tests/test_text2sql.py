@@ -153,7 +153,7 @@ def test_a_schema_too_large_is_narrowed_by_retrieval(tmp_path):
     engine = ScriptedEngine({"keywords": '["shipments", "Speedy Freight"]',
                              "candidates": "SELECT count(*) FROM shipments WHERE carrier = 'Speedy Freight'"})
     cfg = Text2SQLConfig(cache_dir=str(tmp_path / "c"), candidates=1, schema_selection=False,
-                         schema_chars=2000)
+                         schema_chars=2000, timeout_s=60)
     with Text2SQL(path, engine, cfg) as agent:
         answer = agent.ask("How many shipments did Speedy Fraight carry?")
     assert answer.tables_shown[0] == "shipments" and len(answer.tables_shown) < 1001
