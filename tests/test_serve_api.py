@@ -46,7 +46,7 @@ limits: {{max_queue: 8, max_body_bytes: {MAX_BODY}}}
 text2sql: {{candidates: 2, revisions: 1, unit_tests: 2, max_tokens: 16, schema_selection: false,
            cache_dir: cache}}
 rewrite: {{runs: 1, cache_dir: cache}}
-drain: {{grace_s: 60}}
+drain: {{grace_s: 300}}
 """)
     port = free_port()
     log = open(root / "server.log", "w")
@@ -256,14 +256,14 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
     started, checked = threading.Event(), threading.Event()
 
     def long_stream():
-        with client.stream("POST", "/v1/completions", json={**HOLD, "max_tokens": 2000}) as r:
+        with client.stream("POST", "/v1/completions", json={**HOLD, "max_tokens": 8000}) as r:
             events = []
             for line in r.iter_lines():
                 if line:
                     events.append(line)
                     started.set()
-                    checked.wait(60)    # a reader holds this process's GIL while lines come, and the
-            done["events"] = events     # checks below could then come after the stream's end
+                    checked.wait(60)    # paused until the checks below are done; the stream is
+            done["events"] = events     # long so that it is still running then on a slow machine
 
     wait_idle(client)
     thread = threading.Thread(target=long_stream)
