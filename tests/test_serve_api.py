@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -29,9 +28,9 @@ HOLD = {"model": "tiny", "prompt": "hold", "max_tokens": 16000, "ignore_eos": Tr
                                 # minute: a client kept off the cores for seconds still finds it running
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def served(root):
+    """A `sluice serve` on the tiny model and a shop database under `root`, stopped at the end."""
     build_tiny_model(root / "tiny", max_position=16384)
     make_shop_db(root / "shop.duckdb", customers=50, products=20, orders=200)
     (root / "keys.txt").write_text(f"alice={KEY}\nbob={OTHER_KEY}\n")
@@ -66,6 +65,12 @@ drain: {{grace_s: 300}}
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with served(tmp_path_factory.mktemp("serve")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +171,10 @@ def test_malformed_json_and_a_body_over_the_limit(client):
     assert client.get("/health").status_code == 200
 
 
+# The tests that hold slots with long streams can fail on a busy 2-core machine without a fault
+# in the server (a generating vLLM keeps both cores; the client or the server's event loop then
+# waits seconds), so they run again before they fail.
+@pytest.mark.flaky(reruns=2)
 def test_a_client_that_disconnects_has_its_call_aborted(server, client):
     long = {**HOLD, "stream": False}
     body = json.dumps(long).encode()
@@ -191,6 +200,7 @@ def test_a_client_that_disconnects_has_its_call_aborted(server, client):
     wait_idle(client, 0)
 
 
+@pytest.mark.flaky(reruns=2)
 def test_low_priority_work_is_shed_when_the_queue_is_busy(client):
     with client.stream("POST", "/v1/completions", json=HOLD) as r:
         lines = r.iter_lines()       # kept: a line iterator closed early closes the response
@@ -201,6 +211,7 @@ def test_low_priority_work_is_shed_when_the_queue_is_busy(client):
     assert metric(client, "sluice_refusals_total", reason="queue_full") >= 1
 
 
+@pytest.mark.flaky(reruns=2)
 def test_under_load_a_tenant_past_its_fair_share_is_refused_and_others_are_not(client):
     bob = {"Authorization": f"Bearer {OTHER_KEY}"}
     with contextlib.ExitStack() as stack:
@@ -247,37 +258,3 @@ def test_metrics(client):
         assert name in text, name
     assert 'sluice_stage_latency_seconds_count{stage="completion"}' in text
     assert 'sluice_slo_attainment{route="/v1/completions"}' in text
-
-
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server, client):
-    proc, base = server
-    done = {}
-
-    started, checked = threading.Event(), threading.Event()
-
-    def long_stream():
-        with client.stream("POST", "/v1/completions", json={**HOLD, "max_tokens": 8000}) as r:
-            events = []
-            for line in r.iter_lines():
-                if line:
-                    events.append(line)
-                    started.set()
-                    checked.wait(60)    # paused until the checks below are done; the stream is
-            done["events"] = events     # long so that it is still running then on a slow machine
-
-    wait_idle(client)
-    thread = threading.Thread(target=long_stream)
-    thread.start()
-    # the long stream itself is running (a request of an earlier test still finishing would
-    # also count as in flight, and SIGTERM then refuses the stream before it starts)
-    assert started.wait(30), "the long request never started"
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    health = httpx.get(f"{base}/health")
-    assert health.status_code == 503 and health.json()["status"] == "draining"
-    r = httpx.post(f"{base}/v1/completions", json={"model": "tiny", "prompt": "x"}, headers=client.headers)
-    assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable_error"
-    checked.set()
-    thread.join(120)
-    assert done["events"][-1] == "data: [DONE]" and len(done["events"]) > 2
-    assert proc.wait(60) == 0
