@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.test_serve_api import HOLD, KEY, served, wait_idle
+from test_serve_api import HOLD, KEY, served, wait_idle
 
 pytestmark = [pytest.mark.vllm, pytest.mark.alone, pytest.mark.timeout(900)]
 
