@@ -30,11 +30,11 @@ demo: $(STAMP)
 
 # Two test processes, each test file whole in one (its engines are shared by its tests): most of
 # the suite's time is vLLM and Ray starting, which keeps one core busy at a time. Then, alone, the
-# tests that time a live server: a generating vLLM keeps both cores busy (engine core and worker
-# both spin), and a test process beside it can wait seconds for a core.
+# tests that time a live server or start a two-node cluster: a generating vLLM keeps both cores
+# busy (engine core and worker both spin), and a test process beside it can wait seconds for a core.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not alone"
-	$(BIN)/python -m pytest -q -m alone
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not alone and not cluster"
+	$(BIN)/python -m pytest -q -m "alone or cluster"
 
 constraints:
 	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints

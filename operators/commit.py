@@ -11,21 +11,25 @@ looks complete:
   then data/, rejects/, report.html and, last, summary.json (the completion marker).
 - Two runs never write to one output at once: a run holds an exclusive lock on
   `.NAME.sluice-lock` beside the target from its checks until it ends, and removes the file
-  (the system drops the lock when the process dies, so a killed run can still be resumed).
+  (the system drops the lock when the process dies, so a killed run can still be resumed). An
+  output in a store (a URI) is locked on this machine only, in sluice's cache folder.
 - Only then is it moved into place: an earlier output is set aside as `.NAME.sluice-old`,
   the new folder renamed onto NAME, and the old one removed. A run that fails or is
   interrupted leaves NAME as it was, and its partial folder for `resume`; a crash between the
-  two renames is repaired by the next run, which puts the old output back.
+  two renames is repaired by the next run, which puts the old output back. (A store has no
+  renames: its folders are copied, the summary last.)
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from .storage import Location
 
 MARKER = ".sluice-output"
 SUMMARY = "summary.json"
@@ -42,7 +46,7 @@ class RunFolder:
     """A run's target folder and the partial folder it writes into meanwhile; `with` it for as
     long as the run writes (it holds the target's lock)."""
 
-    target: Path
+    target: Location
     resumed: bool = False  # whether the partial folder holds an interrupted run's checkpoints
     _lock: int | None = None
 
@@ -54,11 +58,14 @@ class RunFolder:
 
     @property
     def lock_path(self) -> Path:
-        return self.target.parent / f".{self.target.name}.sluice-lock"
+        if self.target.local:
+            return Path(self.target.path).parent / f".{self.target.name}.sluice-lock"
+        digest = hashlib.sha256(str(self.target).encode()).hexdigest()[:24]
+        return cache_folder() / "locks" / f"{digest}.sluice-lock"
 
     def lock(self) -> None:
         """Take the target's lock, or refuse at once when another run holds it."""
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -83,27 +90,25 @@ class RunFolder:
             self._lock = None
 
     @property
-    def partial(self) -> Path:
-        return partial_folder(self.target)
+    def partial(self) -> Location:
+        return self.target.with_name(f".{self.target.name}{PARTIAL_SUFFIX}")
 
     @property
-    def old(self) -> Path:
-        return self.target.parent / f".{self.target.name}.sluice-old"
+    def old(self) -> Location:
+        return self.target.with_name(f".{self.target.name}.sluice-old")
 
     @property
-    def checkpoint(self) -> Path:
+    def checkpoint(self) -> Location:
         return self.partial / CHECKPOINT
 
-    def done_path(self, ordinal: int) -> Path:
+    def done_path(self, ordinal: int) -> Location:
         """The completion marker of input part `ordinal`'s checkpoint."""
         return self.checkpoint / f"{ordinal:05d}.done.json"
 
     def finished_parts(self) -> dict[int, dict]:
         """The completion markers of the input parts whose checkpoint is whole, by ordinal."""
-        if not self.checkpoint.is_dir():
-            return {}
         done = {}
-        for path in self.checkpoint.glob("*.done.json"):
+        for path in self.checkpoint.children("*.done.json"):
             marker = json.loads(path.read_text())
             done[marker["ordinal"]] = marker
         return done
@@ -111,14 +116,14 @@ class RunFolder:
     def commit(self) -> None:
         """Move the finished partial folder into place (its summary is already written)."""
         rejects = self.partial / "rejects"
-        for path in sorted(self.checkpoint.glob("*.rejects.jsonl")):
-            rejects.mkdir(exist_ok=True)
+        for path in self.checkpoint.children("*.rejects.jsonl"):
+            rejects.mkdir()
             path.rename(rejects / path.name.replace(".rejects", ""))
-        shutil.rmtree(self.checkpoint, ignore_errors=True)
+        self.checkpoint.rmtree()
         if self.target.exists():
             self.target.rename(self.old)
             self.partial.rename(self.target)
-            shutil.rmtree(self.old)
+            self.old.rmtree()
         else:
             self.partial.rename(self.target)
         self.unlock()
@@ -131,21 +136,26 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def partial_folder(target: str | os.PathLike) -> Path:
-    target = Path(target)
-    return target.parent / f".{target.name}{PARTIAL_SUFFIX}"
+def cache_folder() -> Path:
+    """sluice's folder in the user's cache (XDG_CACHE_HOME, or ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sluice"
+
+
+def partial_folder(target: "str | os.PathLike | Location") -> "Path | Location":
+    """Where a run into `target` writes until it has finished (a Path on the local disk)."""
+    return RunFolder(Location.of(target)).partial.native()
 
 
 # What an output held before sluice wrote MARKER into it.
 EARLIER_LAYOUT = {"data", "rejects", SUMMARY, "report.html"}
 
 
-def is_sluice_output(folder: Path) -> bool:
+def is_sluice_output(folder: Location) -> bool:
     """Whether sluice wrote `folder`: it holds MARKER, or exactly the layout of an output from
     before the marker existed, with a summary."""
     if (folder / MARKER).is_file():
         return True
-    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    names = {p.name for p in folder.children()}
     if SUMMARY not in names or not names <= EARLIER_LAYOUT:
         return False
     try:
@@ -159,7 +169,7 @@ def prepare(output: str | os.PathLike, sources, files: list[str], identity: dict
     """Check that the run may write to `output` and set up its partial folder. With `resume`, an
     interrupted run's partial folder is kept when it was the same run (`identity`: operators,
     settings, input files), and refused naming what changed."""
-    folder = RunFolder(Path(os.path.abspath(output)))
+    folder = RunFolder(Location.of(output))
     if not folder.target.parent.is_dir():
         check_outside_inputs(folder.target, sources, files)  # before the lock makes the folder
     folder.lock()
@@ -184,15 +194,17 @@ def _set_up(folder: RunFolder, sources, files: list[str], identity: dict, overwr
             raise OutputError(f"cannot resume the run in {partial}: {change}; run without --resume to start over")
         folder.resumed = True
         for name in ("data", "rejects"):  # written after the checkpoints: redone from them
-            shutil.rmtree(partial / name, ignore_errors=True)
+            (partial / name).rmtree()
         for name in (SUMMARY, "report.html"):  # a run killed while moving into place wrote these
-            (partial / name).unlink(missing_ok=True)
+            (partial / name).unlink()
         return
-    if partial.exists():
-        shutil.rmtree(partial)
+    partial.rmtree()
+    if not partial.local:  # a store's upload is whole or absent: the marker goes first
+        (partial / MARKER).write_text(json.dumps(identity, indent=1))
+        return
     # Made whole under another name and renamed, so the partial folder always has its marker.
     making = partial.with_name(f"{partial.name}-{os.getpid()}")
-    (making / CHECKPOINT).mkdir(parents=True)
+    (making / CHECKPOINT).mkdir()
     (making / MARKER).write_text(json.dumps(identity, indent=1))
     making.rename(partial)
 
@@ -205,56 +217,56 @@ def _repair_interrupted_commit(folder: RunFolder) -> None:
     if not folder.target.exists():
         folder.old.rename(folder.target)
     elif is_sluice_output(folder.old):
-        shutil.rmtree(folder.old)
+        folder.old.rmtree()
     else:
         raise OutputError(f"'{folder.old}' is in the way of replacing {folder.target}; move it away")
 
 
-def check_target(target: Path, sources, files: list[str], overwrite: bool) -> None:
+def check_target(target: Location, sources, files: list[str], overwrite: bool) -> None:
     """Refuse an output that is, holds or lies inside an input, or that holds files sluice did
     not write (unless `overwrite`)."""
     check_outside_inputs(target, sources, files)
-    if not target.exists() and not target.is_symlink():
+    if not target.exists() and not (target.local and os.path.islink(target.path)):
         return
     if not target.is_dir():
         raise OutputError(f"output '{target}' exists and is not a folder; choose a folder path")
-    if overwrite or is_sluice_output(target) or not any(target.iterdir()):
+    if overwrite or is_sluice_output(target) or not target.children():
         return
     raise OutputError(f"output '{target}' holds files sluice did not write; choose a new or empty folder, "
                       "or pass --overwrite (overwrite=True) to replace it")
 
 
-def check_outside_inputs(target: Path, sources, files: list[str]) -> None:
-    real = Path(os.path.realpath(target))
+def check_outside_inputs(target: Location, sources, files: list[str]) -> None:
+    real = target.resolved()
     for path in files:
-        file = Path(os.path.realpath(path))
-        if file == real or real in file.parents:
+        if Location.of(path).resolved().within(real):
             raise OutputError(f"output '{target}' holds the input file '{path}'; choose an output folder "
                               "outside the inputs")
     for source in sources:
         root = _input_root(source.path)
-        if root is not None and (real == root or root in real.parents):
+        if root is not None and real.within(root):
             raise OutputError(f"output '{target}' is inside the input '{source.path}', so a later run would "
                               "read it back; choose an output folder outside the inputs")
 
 
-def _input_root(path: str) -> Path | None:
+def _input_root(path: str) -> Location | None:
     """The folder a directory input, or a glob that descends (`**`), reads everything under."""
-    if any(ch in path for ch in "*?["):
-        parts = Path(path).parts
+    location = Location.of(path)
+    if any(ch in location.path for ch in "*?["):
+        parts = location.path.split("/")
         if "**" not in parts:
             return None
         fixed = parts[:next(i for i, p in enumerate(parts) if any(ch in p for ch in "*?["))]
-        return Path(os.path.realpath(Path(*fixed) if fixed else Path(".")))
-    return Path(os.path.realpath(path)) if os.path.isdir(path) else None
+        return Location("/".join(fixed) or "/", location.scheme, location.netloc, location.query).resolved()
+    return location.resolved() if location.is_dir() else None
 
 
 def input_identity(files: list[str]) -> list[list]:
     """Each input file as [path, size, modification time]: what a resume checks is unchanged."""
     out = []
     for path in files:
-        stat = os.stat(path)
-        out.append([path, stat.st_size, stat.st_mtime_ns])
+        info = Location.of(path).info()
+        out.append([path, info.size, info.mtime_ns])
     return out
 
 

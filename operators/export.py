@@ -22,6 +22,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .io import write_table
+from .storage import Location, is_uri
 
 FORMATS = ("jsonl", "json", "parquet")
 
@@ -38,6 +39,9 @@ class Export:
 
     @classmethod
     def of(cls, export_path: str, export_type: str | None = None, shard_size: int = 0) -> "Export":
+        if is_uri(export_path):
+            raise ExportError(f"export_path '{export_path}' is a URI; Data-Juicer's layout is written to a local "
+                              "path (for a store, give sluice an output folder URI instead: --output)")
         path = Path(export_path)
         fmt = (export_type or path.suffix.lstrip(".")).lower()
         if fmt not in FORMATS:
@@ -128,7 +132,7 @@ def read_result(files: list[Path]) -> pa.Table:
 
 
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
-    _replace(path, lambda temporary: write_table(table, str(temporary), fmt))
+    _replace(path, lambda temporary: write_table(table, Location.of(temporary), fmt))
 
 
 def _into_one_file(shards: list[Path], path: Path, fmt: str) -> None:

@@ -10,6 +10,9 @@ integer outside the int64 range, nesting deeper than MAX_DEPTH), a row without t
 or with a text value of the wrong type, a field named like sluice's internal columns, and the
 unreadable rest of a truncated or corrupt file (one rejected row, from the line where reading
 stopped). A file is read once however the inputs reach it.
+
+Inputs are local paths or URIs (`s3://bucket/data/*.jsonl`: see `storage`), and so are the
+files the writers write.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .base import ID_COLUMN, REJECT_COLUMN, SOURCE_COLUMN
+from .storage import Location, glob, is_uri
 
 CHUNK_BYTES = 8 << 20
 PART_BYTES = 32 << 20
@@ -81,6 +85,8 @@ def file_format(path: str) -> tuple[str, str | None]:
 
 
 def list_files(path: str) -> list[str]:
+    if is_uri(path):
+        return _store_files(path)
     if any(ch in path for ch in "*?["):
         candidates = _glob(path)
     elif os.path.isdir(path):
@@ -95,6 +101,23 @@ def list_files(path: str) -> list[str]:
         raise InputError(f"input '{path}' matches no .jsonl/.parquet/.csv files")
     for f in files:
         file_format(f)
+    return files
+
+
+def _store_files(uri: str) -> list[str]:
+    """The input files a URI names: a file, a folder's files of a known format, or a glob's."""
+    location = Location.of(uri)
+    if any(ch in location.path for ch in "*?["):
+        files = [str(f) for f in glob(location) if _known_format(f.name)]
+    elif location.is_dir():
+        files = [str(f) for f in location.files() if _known_format(f.name)]
+    elif location.is_file():
+        files = [str(location)]
+        file_format(files[0])
+    else:
+        raise InputError(f"input '{uri}' does not exist")
+    if not files:
+        raise InputError(f"input '{uri}' matches no .jsonl/.parquet/.csv files")
     return files
 
 
@@ -116,7 +139,7 @@ def read_once(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
     seen: set[str] = set()
     unique = []
     for path, source in files:
-        real = os.path.realpath(path)
+        real = str(Location.of(path).resolved())
         if real not in seen:
             seen.add(real)
             unique.append((path, source))
@@ -154,10 +177,9 @@ class Rejects(list):
 _JSON = msgspec.json.Encoder(enc_hook=str)
 
 
-def write_json_lines(path: str, records: list[dict]) -> None:
+def json_lines(records: list[dict]) -> bytes:
     """Rows or reject records as JSON lines."""
-    with open(path, "wb") as f:
-        f.write(_JSON.encode_lines(records))
+    return _JSON.encode_lines(records)
 
 
 def public_columns(table: pa.Table) -> pa.Table:
@@ -194,7 +216,7 @@ def split_rejects(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
 def _open_bytes(path: str, compression: str | None):
     """The file's bytes, decompressed by Arrow: a truncated or mislabelled .gz/.zst raises
     OSError where its data stops making sense, instead of ending early without a word."""
-    return pa.input_stream(path, compression={"gz": "gzip", "zst": "zstd"}.get(compression))
+    return Location.of(path).open_input_stream({"gz": "gzip", "zst": "zstd"}.get(compression))
 
 
 def _line_chunks(stream) -> Iterator[bytes]:
@@ -371,7 +393,7 @@ def input_parts(files: list[tuple[str, str]]) -> list[InputPart]:
     parts: list[InputPart] = []
     for ordinal, (path, source) in enumerate(files):
         fmt, compression = file_format(path)
-        size = os.path.getsize(path)
+        size = Location.of(path).info().size
         if fmt == "jsonl" and compression is None and size > PART_BYTES:
             parts += _line_ranges(ordinal, path, source, size)
         else:
@@ -382,11 +404,9 @@ def input_parts(files: list[tuple[str, str]]) -> list[InputPart]:
 def _line_ranges(ordinal: int, path: str, source: str, size: int) -> list[InputPart]:
     """Parts of about PART_BYTES each that end after a newline, with the line each starts on."""
     parts, start, line = [], 0, 0
-    with open(path, "rb") as f:
+    with Location.of(path).open_input_file() as f:
         while start < size:
-            f.seek(start + PART_BYTES)
-            f.readline()  # on to the end of the line the cut falls in
-            end = min(f.tell(), size)
+            end = _line_end(f, start + PART_BYTES, size)  # the end of the line the cut falls in
             parts.append(InputPart(ordinal, path, source, start, end, line))
             f.seek(start)
             for _ in range(0, end - start, CHUNK_BYTES):
@@ -395,11 +415,23 @@ def _line_ranges(ordinal: int, path: str, source: str, size: int) -> list[InputP
     return parts
 
 
+def _line_end(f, position: int, size: int) -> int:
+    """Where the line holding byte `position` of file `f` ends (after its newline), or `size`."""
+    while position < size:
+        f.seek(position)
+        data = f.read(READ_BYTES)
+        newline = data.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(data)
+    return size
+
+
 class _ByteRange:
     """The bytes of a file from `start` to `end`, read like a stream."""
 
     def __init__(self, path: str, start: int, end: int):
-        self.file = open(path, "rb")
+        self.file = Location.of(path).open_input_file()
         self.file.seek(start)
         self.left = end - start
 
@@ -552,7 +584,8 @@ class FileReader:
 
     def _parquet(self, compression):
         offset = 0
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for batch in pq.ParquetFile(Location.of(self.path).open_input_file()).iter_batches(
+                batch_size=PARQUET_BATCH_ROWS):
             table = pa.Table.from_batches([batch])
             yield table, offset + np.arange(table.num_rows), []
             offset += table.num_rows
@@ -604,37 +637,37 @@ def json_text(values: list) -> pa.Array:
 
 # ---- writing ----
 
-def write_table(table: pa.Table, path: str, fmt: str) -> None:
+def write_table(table: pa.Table, location: Location, fmt: str) -> None:
     """A table as Parquet, JSON lines or (`json`) one JSON array."""
     if fmt == "parquet":
-        pq.write_table(table, path)
+        location.write_with(lambda out: pq.write_table(table, out))
     elif fmt == "jsonl":
-        write_json_lines(path, table.to_pylist())
+        location.write_bytes(json_lines(table.to_pylist()))
     elif fmt == "json":
-        with open(path, "wb") as f:
-            f.write(b"[" + b",\n".join(map(_JSON.encode, table.to_pylist())) + b"]\n")
+        location.write_bytes(b"[" + b",\n".join(map(_JSON.encode, table.to_pylist())) + b"]\n")
     else:
         raise InputError(f"unknown output format '{fmt}'; use parquet or jsonl")
 
 
-def write_dataset(ds, path: str, fmt: str) -> None:
+def write_dataset(ds, location: Location, fmt: str) -> None:
+    path, fs = (location.path, None) if location.local else (location.path, location.fs)
     if fmt == "parquet":
-        ds.write_parquet(path)
+        ds.write_parquet(path, filesystem=fs)
     elif fmt == "jsonl":  # shards of JSON lines end .jsonl (Ray's default is .json)
         from ray.data.datasource import FilenameProvider
 
-        ds.write_json(path, filename_provider=FilenameProvider(file_format="jsonl"))
+        ds.write_json(path, filesystem=fs, filename_provider=FilenameProvider(file_format="jsonl"))
     else:
         raise InputError(f"unknown output format '{fmt}'; use parquet or jsonl")
 
 
-def read_output(path: str) -> pa.Table:
+def read_output(path: "str | os.PathLike | Location") -> pa.Table:
     """All rows a run wrote under `path` (parquet or jsonl shards), for tests and tools."""
-    files = sorted(p for p in Path(path).glob("*") if p.is_file() and not p.name.startswith("."))
+    files = [f for f in Location.of(path).children() if f.is_file() and not f.name.startswith(".")]
     tables = []
     for f in files:
-        if f.suffix == ".parquet":
-            tables.append(pq.read_table(f))
+        if f.name.endswith(".parquet"):
+            tables.append(pq.read_table(f.open_input_file()))
         else:
-            tables.append(pa_json.read_json(f))
+            tables.append(pa_json.read_json(f.open_input_stream()))
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pyarrow as pa
@@ -30,6 +29,7 @@ from .commit import RunFolder
 from .io import InputPart, write_table
 from .progress import Progress
 from .stage import FusedStage, checkpoint_part
+from .storage import Location
 from .trace import dropped_items
 
 Blocks = list  # of pa.Table
@@ -80,7 +80,7 @@ class LocalExecutor:
         self.num_cpus = num_cpus or len(os.sched_getaffinity(0))
         self.kept: dict[str, pa.Table] = {}  # the checkpoint chunks this run wrote, by path
 
-    def start(self, output: Path, shared_fs: bool, pipeline) -> None:
+    def start(self, locations: list[Location], shared_fs: bool, pipeline) -> None:
         pass
 
     def actor(self, cls, *args):
@@ -96,8 +96,8 @@ class LocalExecutor:
                    parts, self.num_cpus,
                    lambda done: progress.update(f"input parts read and checkpointed: {done}/{len(parts)}"))
 
-    def load(self, chunks: list[str]) -> Blocks:
-        return [self.kept.pop(path) if path in self.kept else pq.read_table(path) for path in chunks]
+    def load(self, chunks: list[Location]) -> Blocks:
+        return [self.kept.pop(str(c)) if str(c) in self.kept else pq.read_table(c.open_input_file()) for c in chunks]
 
     def materialize(self, blocks: Blocks) -> Blocks:
         return blocks
@@ -118,8 +118,7 @@ class LocalExecutor:
     def fused(self, stage: FusedStage, blocks: Blocks) -> Blocks:
         return in_threads(stage, blocks, self.num_cpus)
 
-    def write(self, blocks: Blocks, path: str, fmt: str) -> None:
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+    def write(self, blocks: Blocks, folder: Location, fmt: str) -> None:
+        folder.mkdir()
         for i, block in enumerate(b for b in blocks if b.num_rows):
-            write_table(block, str(folder / f"{i:06d}.{fmt}"), fmt)
+            write_table(block, folder / f"{i:06d}.{fmt}", fmt)

@@ -32,10 +32,11 @@ import pyarrow.parquet as pq
 from .base import Deduplicator, Filter, Operator, Selector
 from .commit import SUMMARY, input_identity, prepare
 from .context import RunContext
-from .io import Source, input_parts, json_text, read_once, write_json_lines
+from .io import Source, input_parts, json_lines, json_text, read_once
 from .ledger import Count, Ledger, labels, marker_entries
 from .progress import Progress
 from .stage import FusedStage
+from .storage import Location
 from .trace import KINDS as TRACE_KINDS
 from .trace import TraceCollector, TraceSettings, write_traces
 
@@ -56,26 +57,26 @@ def fits_in_memory(size: int) -> bool:
 @dataclass
 class RunResult:
     summary: dict
-    output_dir: Path
+    output_dir: Path | Location  # a Path on the local disk
     data_files: list[Path] = field(default_factory=list)  # a Data-Juicer export_path's file(s)
 
     @property
-    def data_path(self) -> Path:
+    def data_path(self) -> Path | Location:
         return self.data_files[0] if len(self.data_files) == 1 else self.output_dir / "data"
 
     @property
-    def rejects_path(self) -> Path:
+    def rejects_path(self) -> Path | Location:
         return self.output_dir / "rejects"
 
     @property
-    def report_path(self) -> Path:
+    def report_path(self) -> Path | Location:
         return self.output_dir / "report.html"
 
     def table(self) -> pa.Table:
         from .export import read_result
         from .io import read_output
 
-        return read_result(self.data_files) if self.data_files else read_output(str(self.data_path))
+        return read_result(self.data_files) if self.data_files else read_output(self.data_path)
 
 
 def _as_json_text(table: pa.Table, columns: list[str]) -> pa.Table:
@@ -90,12 +91,13 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _unify_output(data_dir: Path, columns: list[str]) -> None:
+def _unify_output(data_dir: Location, columns: list[str]) -> None:
     """Rewrite the Parquet files whose types for `columns` differ from the others' (a rare case,
     from inputs that disagree), so that the output reads as one table."""
-    for path in sorted(data_dir.glob("*.parquet")) if columns else []:
-        if any(not _is_text(f.type) for f in pq.read_schema(path) if f.name in columns):
-            pq.write_table(_as_json_text(pq.read_table(path), columns), path)
+    for path in data_dir.children("*.parquet") if columns else []:
+        if any(not _is_text(f.type) for f in pq.read_schema(path.open_input_file()) if f.name in columns):
+            table = _as_json_text(pq.read_table(path.open_input_file()), columns)
+            path.write_with(lambda out: pq.write_table(table, out))
 
 
 def _conflicting_columns(schemas: list[pa.Schema]) -> list[str]:
@@ -133,7 +135,7 @@ def choose_executor(executor: str, ops: Sequence[Operator], files: list[str], *,
             raise ValueError("the local executor runs in this process; drop the Ray address or use --executor ray")
         if ray_only:
             raise ValueError(f"{ray_only[0]} runs only on Ray Data; use --executor ray (or auto)")
-    size = sum(os.path.getsize(f) for f in files)
+    size = sum(Location.of(f).info().size for f in files)
     if executor == "local" or (executor == "auto" and not ray_address and not ray_only and fits_in_memory(size)):
         return LocalExecutor(num_cpus)
     return RayExecutor(ray_address, num_cpus, quiet)
@@ -194,22 +196,23 @@ class Pipeline:
         output, which is replaced only once this run has finished (`overwrite` lets it replace
         any folder). With `resume`, an interrupted run of the same operators, settings and input
         files continues from the input files it finished. On a Ray cluster of several nodes,
-        `shared_fs` says that every node mounts the inputs and the output at the same paths.
+        `shared_fs` says that every node mounts the inputs and the output at the same paths
+        (without it, such a cluster takes URIs that every node reaches: `s3://...`).
         `executor`: `ray`, `local` (this process) or `auto` (see `choose_executor`)."""
         from .report import build_summary, write_report
 
         started = time.perf_counter()
         sources = as_sources(source)
         files = read_once([(path, s.source_name()) for s in sources for path in s.files()])
-        file_paths = {i: os.path.abspath(p) for i, (p, _) in enumerate(files)}
+        file_paths = {i: str(Location.of(p)) for i, (p, _) in enumerate(files)}
         runner = choose_executor(executor, self.ops, list(file_paths.values()), ray_address=ray_address,
                                  num_cpus=num_cpus, quiet=quiet)
         identity = self.identity(list(file_paths.values()), output_format=output_format, analyze=analyze,
                                  keep_stats=keep_stats, seed=seed)
         folder = prepare(output, sources, list(file_paths.values()), identity, overwrite=overwrite, resume=resume)
         with folder:  # holds the output's lock until the run ends, however it ends
-            runner.start(folder.target, shared_fs, self)
-            ctx = RunContext(output_dir=folder.target, analyze=analyze, num_cpus=runner.num_cpus,
+            runner.start([folder.target, *map(Location.of, file_paths.values())], shared_fs, self)
+            ctx = RunContext(output_dir=folder.target.native(), analyze=analyze, num_cpus=runner.num_cpus,
                              sources={s.source_name(): s for s in sources})
             ledger = runner.actor(Ledger, seed)
             tracer = runner.actor(TraceCollector, self.trace.limit) if self.trace else None
@@ -234,7 +237,7 @@ class Pipeline:
                           + f" in {time.perf_counter() - started:.1f}s")
             done = folder.finished_parts()
             ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
-            data = runner.load([str(folder.checkpoint / c["file"]) for i in sorted(done)
+            data = runner.load([folder.checkpoint / c["file"] for i in sorted(done)
                                 for c in done[i]["chunks"] if c["file"]])
 
             upstream = None
@@ -263,15 +266,15 @@ class Pipeline:
                 upstream = None
 
             data_dir = folder.partial / "data"
-            runner.write(data, str(data_dir), output_format)
+            runner.write(data, data_dir, output_format)
             progress.done(f"output written in {time.perf_counter() - started:.1f}s")
-            data_dir.mkdir(exist_ok=True)
+            data_dir.mkdir()
             if output_format == "parquet":
                 _unify_output(data_dir, _conflicting_columns(ledger.output_schemas(stage.key)))
             snapshot = ledger.snapshot()
             for stage_key, rejected in ledger.rejected().items():
-                (folder.partial / "rejects").mkdir(exist_ok=True)
-                write_json_lines(str(folder.partial / "rejects" / f"stage{stage_key.split(':')[0]}.jsonl"), rejected)
+                (folder.partial / "rejects").mkdir()
+                (folder.partial / "rejects" / f"stage{stage_key.split(':')[0]}.jsonl").write_bytes(json_lines(rejected))
             runner.release(ledger)
             summary = build_summary(self, snapshot, ctx, wall_seconds=time.perf_counter() - started,
                                     analyze=analyze, output_format=output_format, executor=runner.name,
@@ -282,4 +285,4 @@ class Pipeline:
             write_report(folder.partial / "report.html", summary, snapshot, ctx.report_sections)
             (folder.partial / SUMMARY).write_text(json.dumps(summary, indent=2))  # last: the run is whole
             folder.commit()
-            return RunResult(summary=summary, output_dir=folder.target)
+            return RunResult(summary=summary, output_dir=folder.target.native())

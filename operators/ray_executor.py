@@ -11,7 +11,6 @@ import contextlib
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +20,7 @@ from .io import InputPart, write_dataset
 from .ledger import Remote
 from .progress import Progress
 from .stage import CRASHES, FusedStage, checkpoint_part
+from .storage import Location
 from .trace import removed_items
 
 
@@ -30,9 +30,9 @@ class RayExecutor:
     def __init__(self, address: str | None = None, num_cpus: int | None = None, quiet: bool = False):
         self.address, self.requested_cpus, self.quiet = address, num_cpus, quiet
 
-    def start(self, output: Path, shared_fs: bool, pipeline) -> None:
+    def start(self, locations: list[Location], shared_fs: bool, pipeline) -> None:
         ensure_ray(self.address, self.requested_cpus, self.quiet)
-        check_shared(output, shared_fs)
+        check_shared(locations, shared_fs)
         pipeline.ship_user_code()
         configure_ray_data(self.quiet)
 
@@ -62,11 +62,13 @@ class RayExecutor:
             ray.get(finished)
             progress.update(f"input parts read and checkpointed: {len(parts) - len(pending)}/{len(parts)}")
 
-    def load(self, chunks: list[str]):
+    def load(self, chunks: list[Location]):
         import ray
 
-        return ray.data.from_arrow(pa.table({"path": pa.array(chunks, pa.string())})).repartition(
-            max(len(chunks), 1)).map_batches(read_checkpoint, batch_size=1, batch_format="pyarrow")
+        paths = pa.table({"path": pa.array([c.path for c in chunks], pa.string())})
+        return ray.data.from_arrow(paths).repartition(max(len(chunks), 1)).map_batches(
+            read_checkpoint, batch_size=1, batch_format="pyarrow",
+            fn_kwargs={"filesystem": chunks[0].fs if chunks else None})
 
     def materialize(self, ds):
         return ds.materialize()
@@ -86,14 +88,14 @@ class RayExecutor:
     def fused(self, stage: FusedStage, ds):
         return ds.map_batches(stage.udf(), batch_format="pyarrow", batch_size=None, max_retries=CRASHES)
 
-    def write(self, ds, path: str, fmt: str) -> None:
-        write_dataset(ds, path, fmt)
+    def write(self, ds, folder: Location, fmt: str) -> None:
+        write_dataset(ds, folder, fmt)
 
 
-def read_checkpoint(batch: pa.Table):
+def read_checkpoint(batch: pa.Table, filesystem):
     """map_batches over a table of checkpoint file paths: yields their rows."""
     for path in batch.column("path").to_pylist():
-        yield pq.read_table(path)
+        yield pq.read_table(path, filesystem=filesystem)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> None:
@@ -129,16 +131,19 @@ def _sigint_held():
         signal.signal(signal.SIGINT, previous)
 
 
-def check_shared(output: Path, shared_fs: bool) -> None:
-    """Workers read the inputs and write the checkpoints and output by path: on a cluster whose
-    nodes do not mount one filesystem, rows would land on whichever machine ran a task."""
+def check_shared(locations: list[Location], shared_fs: bool) -> None:
+    """Workers read the inputs and write the checkpoints and output where `locations` say: on a
+    cluster whose nodes do not mount one filesystem, a local path means another disk on each
+    node, and rows would land on whichever machine ran a task."""
     import ray
 
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
-    if nodes > 1 and not shared_fs:
-        raise OutputError(f"the Ray cluster has {nodes} nodes and '{output}' is a local path, which each node "
-                          "resolves on its own disk; put the inputs and output in a folder every node mounts at "
-                          "the same path and pass --shared-fs (recipe: ray: {shared_fs: true})")
+    local = next((where for where in locations if where.local), None)
+    if nodes > 1 and local is not None and not shared_fs:
+        raise OutputError(f"the Ray cluster has {nodes} nodes and '{local}' is a local path, which each node "
+                          "resolves on its own disk; use URIs every node reaches (s3://...), or put the inputs "
+                          "and output in a folder every node mounts at the same path and pass --shared-fs "
+                          "(recipe: ray: {shared_fs: true})")
 
 
 def configure_ray_data(quiet: bool) -> None:

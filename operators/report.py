@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from .html_render import Bar, html_table, render, svg_bars, svg_histogram
 from .ledger import CRASHED, KEPT, READ, Count, labels
+from .storage import Location
 
 
 def build_summary(pipeline, snapshot: dict, ctx, *, wall_seconds: float, analyze: bool, output_format: str,
@@ -85,7 +85,7 @@ def format_summary(summary: dict) -> str:
 OPERATOR_COLUMNS = ("operator", "kind", "in", "out", "dropped", "rejected", "seconds", "rows/s")
 
 
-def write_report(path: Path, summary: dict, snapshot: dict, sections: list[tuple[str, str]]) -> None:
+def write_report(path: Location, summary: dict, snapshot: dict, sections: list[tuple[str, str]]) -> None:
     """The run's HTML report: the summary, each operator's counts and throughput, each stat's
     distribution, then the sections operators added (their HTML as they wrote it)."""
     operators = html_table(OPERATOR_COLUMNS, [

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -22,7 +20,7 @@ import pyarrow.parquet as pq
 
 from .base import ID_COLUMN, STATS_PREFIX, Filter, Operator
 from .commit import RunFolder
-from .io import FileReader, InputPart, Rejects, reject_records, split_rejects, write_json_lines
+from .io import FileReader, InputPart, Rejects, json_lines, reject_records, split_rejects
 from .ledger import CRASHED, KEPT, READ, Count, samples_json, stat_samples
 from .trace import KINDS as TRACE_KINDS
 from .trace import TraceSettings, step_items
@@ -175,7 +173,7 @@ def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: 
     completion marker (ledger records, stat samples). A resumed run takes the parts that have one
     as they are. (A Ray task in a Ray run; a local run `kept` the chunks by path, so as not to
     read them back.)"""
-    for earlier in folder.checkpoint.glob(f"{ordinal:05d}-*"):  # an earlier try's
+    for earlier in folder.checkpoint.children(f"{ordinal:05d}-*"):  # an earlier try's
         earlier.unlink()
     rejects = Rejects()
     reader = FileReader(part, text_key, rejects)
@@ -186,7 +184,7 @@ def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: 
         key, table, records, chunk_samples = stage.run(table, rejects)
         name = f"{ordinal:05d}-{i:05d}.parquet" if table.num_rows else None
         if name:
-            _write_new(folder.checkpoint / name, lambda p, t=table: pq.write_table(t, p, **CHECKPOINT_PARQUET))
+            (folder.checkpoint / name).write_with(lambda out, t=table: pq.write_table(t, out, **CHECKPOINT_PARQUET))
             if kept is not None:
                 kept[str(folder.checkpoint / name)] = table
         _flush_rejects(folder, f"{ordinal:05d}-{i:05d}", rejects)
@@ -200,17 +198,10 @@ def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: 
     read = Count(READ, reader.rows_read, good, reader.rows_rejected, time.perf_counter() - start - stage_seconds)
     marker = {"ordinal": ordinal, "path": part.path, "read": read.as_list(), "chunks": chunks,
               "samples": samples_json(samples, np.random.default_rng(ordinal))}
-    _write_new(folder.done_path(ordinal), lambda p: Path(p).write_text(json.dumps(marker)))
+    folder.done_path(ordinal).write_text(json.dumps(marker))
 
 
 def _flush_rejects(folder: RunFolder, name: str, rejects: Rejects) -> None:
     if rejects:
-        _write_new(folder.checkpoint / f"{name}.rejects.jsonl", lambda p: write_json_lines(p, rejects))
+        (folder.checkpoint / f"{name}.rejects.jsonl").write_bytes(json_lines(rejects))
         rejects.clear()
-
-
-def _write_new(path: Path, write) -> None:
-    """`write(path)`, but through a temporary name: `path` is whole or absent."""
-    temporary = path.with_name(path.name + ".tmp")
-    write(str(temporary))
-    os.replace(temporary, path)

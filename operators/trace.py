@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import ID_COLUMN, Filter, Mapper
+from .storage import Location
 
 KINDS = {"mapper": "mapper", "filter": "filter", "deduplicator": "duplicate", "selector": "duplicate"}
 
@@ -109,15 +109,14 @@ def removed_items(before, after, limit: int) -> list[tuple[int, dict]]:
     return [] if table is None else dropped_items(table, np.zeros(0, np.int64), limit)
 
 
-def write_traces(folder: Path, collected: dict[str, tuple[str, list[dict]]]) -> list[Path]:
+def write_traces(folder: Location, collected: dict[str, tuple[str, list[dict]]]) -> list[Location]:
     """One JSON-lines file per traced operator that changed or dropped something."""
     written = []
     for label, (kind, rows) in collected.items():
         if not rows:
             continue
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         path = folder / f"{kind}-{label}.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
         written.append(path)
     return written

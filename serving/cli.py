@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run of the same recipe and inputs from the input files it finished")
     run.add_argument("--shared-fs", action="store_true",
-                     help="on a cluster of several nodes: every node mounts the inputs and output at the same paths")
+                     help="on a cluster of several nodes: every node mounts the local inputs and output at the same "
+                          "paths (URIs such as s3://bucket/out need no flag)")
     run.add_argument("--overwrite", action="store_true",
                      help="let the run replace an output folder that holds files sluice did not write")
     run.set_defaults(func=cmd_run)

@@ -5,13 +5,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from sluice.operators.io import read_output
-from sluice.serving.testing import free_port
+from ray_cluster import two_node_cluster
 
 BIN = Path(sys.executable).parent
 
@@ -105,52 +104,20 @@ def test_ops_lists_operators_and_shows_parameters():
 
 
 @pytest.mark.cluster
-def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(recipe, tmp_path, monkeypatch):
-    """`ray start --head` plus a second node on this machine; `--block` keeps each node's
-    processes under one parent we stop, so no other Ray on the machine is touched. A local
-    output path is refused there until the run says the nodes share a filesystem."""
-    ray_bin = str(BIN / "ray")
-    from ray.util import get_node_ip_address
-
-    port = free_port()
-    address = f"{get_node_ip_address()}:{port}"
-    common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
-    # A throwaway cluster on this machine: no auth token to hand to its clients.
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    env = dict(os.environ)
-    head = subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                             f"--ray-client-server-port={free_port()}", *common],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    nodes = [head]
-    try:
-        time.sleep(8)
-        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={address}", *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        count = "import ray,time\nray.init(address='%s')\n" % address + textwrap.dedent("""
-            for _ in range(60):
-                alive = [n for n in ray.nodes() if n['Alive']]
-                if len(alive) == 2:
-                    break
-                time.sleep(1)
-            print(len(alive))
-        """)
-        assert subprocess.run([sys.executable, "-c", count], capture_output=True, text=True,
-                              timeout=120).stdout.strip() == "2"
+def test_same_recipe_by_address_on_a_two_node_cluster_gives_identical_output(recipe, tmp_path):
+    """A local output path is refused on a cluster of two nodes until the run says the nodes
+    share a filesystem (both run on this machine, so they do)."""
+    with two_node_cluster(dict(os.environ)) as address:
         unshared = sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address,
                           "--quiet", check=False)
         assert unshared.returncode == 2 and unshared.stderr.count("\n") == 1
         assert "the Ray cluster has 2 nodes" in unshared.stderr and "--shared-fs" in unshared.stderr
-        # Both nodes run on this machine, so they do share its filesystem.
         sluice("run", str(recipe), "--set", f"output={tmp_path / 'cluster'}", "--ray-address", address, "--quiet",
                "--shared-fs")
-        sluice("run", str(recipe), "--set", f"output={tmp_path / 'local'}", "--quiet")
-        cluster = read_output(str(tmp_path / "cluster" / "data")).to_pylist()
-        local = read_output(str(tmp_path / "local" / "data")).to_pylist()
-        key = lambda r: (r["text"], r["i"])  # noqa: E731
-        assert len(cluster) == 40 and sorted(cluster, key=key) == sorted(local, key=key)
-        for name in ("cluster", "local"):
-            assert json.loads((tmp_path / name / "summary.json").read_text())["accounted"]
-    finally:
-        for node in reversed(nodes):
-            node.terminate()
-        for node in nodes:
-            node.wait(timeout=60)
+    sluice("run", str(recipe), "--set", f"output={tmp_path / 'local'}", "--quiet")
+    cluster = read_output(str(tmp_path / "cluster" / "data")).to_pylist()
+    local = read_output(str(tmp_path / "local" / "data")).to_pylist()
+    key = lambda r: (r["text"], r["i"])  # noqa: E731
+    assert len(cluster) == 40 and sorted(cluster, key=key) == sorted(local, key=key)
+    for name in ("cluster", "local"):
+        assert json.loads((tmp_path / name / "summary.json").read_text())["accounted"]
