@@ -1,8 +1,9 @@
 """Readers, writers and the rejects output.
 
 Every input part is read by one task that streams pyarrow tables of about `CHUNK_BYTES`: a
-part is a whole file, or, for an uncompressed JSON-lines file larger than `PART_BYTES`, a
-range of its whole lines, so that one large file is read and cleaned on every core. Each row gets `__id__` (file ordinal << 32 | line or row number: a stable order
+part is a whole file, or, for a file larger than `PART_BYTES`, a range of its whole lines
+(uncompressed JSON lines) or of its row groups (Parquet), so that one large file is read and
+cleaned on every core. Each row gets `__id__` (file ordinal << 32 | line or row number: a stable order
 key) and `__source__` (the input's name). What cannot be kept as it was written goes to the
 rejects output with the reason and its file and line, and is counted; it never stops the run:
 a malformed line (bytes that are not UTF-8, a lone UTF-16 surrogate, NaN or Infinity, an
@@ -377,8 +378,9 @@ def _deeper_than(value, levels: int) -> bool:
 
 @dataclass(frozen=True)
 class InputPart:
-    """What one read task reads: a whole input file, or the lines of an uncompressed JSON-lines
-    file from byte `start` to `end`, the first of them line `first_line` (0-based) of the file."""
+    """What one read task reads: a whole input file, the lines of an uncompressed JSON-lines
+    file from byte `start` to `end`, or a Parquet file's row groups `start` to `end`; the first
+    of them is line (row) `first_line` (0-based) of the file."""
 
     file: int  # the file's ordinal: the high half of its rows' `__id__`
     path: str
@@ -396,6 +398,8 @@ def input_parts(files: list[tuple[str, str]]) -> list[InputPart]:
         size = Location.of(path).info().size
         if fmt == "jsonl" and compression is None and size > PART_BYTES:
             parts += _line_ranges(ordinal, path, source, size)
+        elif fmt == "parquet" and size > PART_BYTES:
+            parts += _row_group_ranges(ordinal, path, source)
         else:
             parts.append(InputPart(ordinal, path, source))
     return parts
@@ -425,6 +429,24 @@ def _line_end(f, position: int, size: int) -> int:
             return position + newline + 1
         position += len(data)
     return size
+
+
+def _row_group_ranges(ordinal: int, path: str, source: str) -> list[InputPart]:
+    """Parts of whole row groups, about PART_BYTES of the file each, with the row each starts on."""
+    try:
+        with Location.of(path).open_input_file() as f:
+            metadata = pq.ParquetFile(f).metadata
+    except UNREADABLE:  # its reader rejects it, with the reason
+        return [InputPart(ordinal, path, source)]
+    parts, first, row, size = [], 0, 0, 0
+    for group in range(metadata.num_row_groups):
+        columns = metadata.row_group(group)
+        size += sum(columns.column(c).total_compressed_size for c in range(columns.num_columns))
+        if size >= PART_BYTES or group == metadata.num_row_groups - 1:
+            parts.append(InputPart(ordinal, path, source, first, group + 1, row))
+            row += sum(metadata.row_group(g).num_rows for g in range(first, group + 1))
+            first, size = group + 1, 0
+    return parts or [InputPart(ordinal, path, source)]
 
 
 class _ByteRange:
@@ -583,9 +605,11 @@ class FileReader:
         return rows_to_table(rows), offsets, rejected
 
     def _parquet(self, compression):
-        offset = 0
+        part = self.part
+        groups = None if part.end is None else range(part.start, part.end)
+        offset = part.first_line
         for batch in pq.ParquetFile(Location.of(self.path).open_input_file()).iter_batches(
-                batch_size=PARQUET_BATCH_ROWS):
+                batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
             table = pa.Table.from_batches([batch])
             yield table, offset + np.arange(table.num_rows), []
             offset += table.num_rows

@@ -4,6 +4,8 @@ operator that runs in one process; and `auto` chooses between them as documented
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sluice.operators import Pipeline, Selector, Source, create_operator, get_operator, register
@@ -112,13 +114,21 @@ def test_auto_runs_small_inputs_locally_and_the_rest_on_ray(tmp_path, monkeypatc
         choose("spark", dedup)
 
 
-def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_path, monkeypatch, fmt):
     from sluice.operators import io
 
-    lines = [json.dumps({"text": doc(i % 700, 20), "n": i}) for i in range(3000)]
-    lines[1234], lines[2500] = "{broken", json.dumps({"text": None})
+    rows = [{"text": doc(i % 700, 20), "n": i} for i in range(3000)]
+    rows[2500]["text"] = None
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "big.jsonl").write_text("\n".join(lines) + "\n")
+    if fmt == "jsonl":
+        lines = [json.dumps(r) for r in rows]
+        lines[1234] = "{broken"
+        (tmp_path / "in" / "big.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        rows[1234]["text"] = None
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "big.parquet", row_group_size=250,
+                       compression="none", use_dictionary=False)
     ops = lambda: [create_operator("words_num_filter", {"min_num": 5})]  # noqa: E731
     whole = Pipeline(ops()).run(str(tmp_path / "in"), output=tmp_path / "whole", quiet=True, executor="local")
     monkeypatch.setattr(io, "PART_BYTES", 40_000)
