@@ -3,12 +3,16 @@ needed; real vLLM (tiny dummy-weight model) for generation, structured output an
 run end to end through Ray Data."""
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from sluice.engine import Completion
+from sluice.operators import Pipeline, param, register
 from sluice.operators.base import REJECT_COLUMN, ParamError
 from sluice.operators.llm import PROMPT_COLUMN, ROUTE_COLUMN, llm_classify, llm_filter, llm_generate, llm_score
 from sluice.operators.recipe import load_recipe
@@ -165,3 +169,35 @@ def test_llm_filter_in_an_analyze_only_run_drops_nothing_through_ray_data(ray_se
     s = result.summary
     assert s["dropped"] == {} and s["rejected"] == {"llm_filter": 1} and s["rows_kept"] == 3
     assert all(1 <= x <= 5 for x in result.table().column("stats.llm_score").to_pylist())
+
+
+@register
+class die_once_generate(llm_generate):
+    """llm_generate whose engine actor kills its own process (SIGKILL) in its first batch unless
+    the file `marker` exists (it writes it first): Ray Data starts a new actor, which loads its
+    engine again and runs the batch."""
+
+    marker: str = param(doc="file that says an actor has died already")
+
+    def run_batch(self, table, engine, analyze=False):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().run_batch(table, engine, analyze=analyze)
+
+
+@pytest.mark.vllm
+def test_an_engine_actor_killed_in_a_batch_changes_nothing(ray_session, tiny_model, tmp_path):
+    (tmp_path / "in").mkdir()
+    docs = [f"Row {i} asks the model about part {i % 3} of the data." for i in range(12)]
+    (tmp_path / "in" / "rows.jsonl").write_text("".join(json.dumps({"text": d, "i": i}) + "\n" for i, d in enumerate(docs)))
+    settings = dict(model=tiny_model, load_format="dummy", enforce_eager=True, max_model_len=256, max_tokens=6,
+                    seed=3, num_actors=1, buckets_per_actor=2)
+    marker = tmp_path / "died"
+    calm = Pipeline([llm_generate(**settings)]).run(str(tmp_path / "in"), output=tmp_path / "calm", quiet=True)
+    killed = Pipeline([die_once_generate(marker=str(marker), **settings)]).run(
+        str(tmp_path / "in"), output=tmp_path / "killed", quiet=True)
+    assert marker.exists()  # an actor did die in a batch
+    by_row = lambda result: sorted(result.table().to_pylist(), key=lambda r: r["i"])  # noqa: E731
+    assert by_row(killed) == by_row(calm) and len(by_row(calm)) == 12
+    assert killed.summary["accounted"] and killed.summary["rejected"] == {}
