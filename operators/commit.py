@@ -8,7 +8,8 @@ looks complete:
 - The run writes into PARTIAL_PREFIX + NAME + PARTIAL_SUFFIX beside the target NAME: MARKER
   first (what the run is: operators, settings, input files), then one checkpoint per input
   file as each completes (its rows after the first fused stage, then its completion marker),
-  then data/, rejects/, report.html and, last, summary.json (the completion marker).
+  the rows after each whole-dataset operator (with the run's counts so far, then a completion
+  marker), then data/, rejects/, report.html and, last, summary.json (the completion marker).
 - Two runs never write to one output at once: a run holds an exclusive lock on
   `.NAME.sluice-lock` beside the target from its checks until it ends, and removes the file
   (the system drops the lock when the process dies, so a killed run can still be resumed). An
@@ -29,6 +30,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .io import json_bytes
 from .storage import Location
 
 MARKER = ".sluice-output"
@@ -108,10 +110,28 @@ class RunFolder:
     def finished_parts(self) -> dict[int, dict]:
         """The completion markers of the input parts whose checkpoint is whole, by ordinal."""
         done = {}
-        for path in self.checkpoint.children("*.done.json"):
+        for path in self.checkpoint.children("[0-9]*.done.json"):
             marker = json.loads(path.read_text())
             done[marker["ordinal"]] = marker
         return done
+
+    def stage_folder(self, index: int) -> Location:
+        """Where the rows after whole-dataset stage `index` are checkpointed."""
+        return self.checkpoint / f"after-{index:03d}"
+
+    def save_stage(self, index: int, files: list[Location], ledger_state: dict) -> None:
+        """Mark stage `index`'s checkpointed rows (`files`) whole, with the run's counts so far;
+        the earlier stages' checkpoints are then of no more use."""
+        marker = {"stage": index, "files": [f.name for f in files], "ledger": ledger_state}
+        (self.checkpoint / f"after-{index:03d}.done.json").write_bytes(json_bytes(marker))
+        for earlier in self.checkpoint.children("after-*"):
+            if earlier.name < f"after-{index:03d}":
+                earlier.rmtree() if earlier.is_dir() else earlier.unlink()
+
+    def finished_stage(self) -> dict | None:
+        """The marker of the latest whole-dataset stage whose rows are checkpointed whole."""
+        markers = self.checkpoint.children("after-*.done.json")
+        return json.loads(markers[-1].read_text()) if markers else None
 
     def commit(self) -> None:
         """Move the finished partial folder into place (its summary is already written)."""

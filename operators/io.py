@@ -183,6 +183,10 @@ def json_lines(records: list[dict]) -> bytes:
     return _JSON.encode_lines(records)
 
 
+def json_bytes(value) -> bytes:
+    return _JSON.encode(value)
+
+
 def public_columns(table: pa.Table) -> pa.Table:
     return table.select([c for c in table.column_names if not c.startswith("__")])
 

@@ -121,6 +121,31 @@ class Ledger:
     def output_schemas(self, stage: str) -> list:
         return list(self.schemas[stage].values())
 
+    def state(self) -> dict:
+        """Everything counted so far, as JSON values, for a checkpoint a resumed run `restore`s."""
+        return {
+            "blocks": [[list(key), [r.as_list() for r in records]] for key, records in self.blocks.items()],
+            "numeric": [[stat, phase, _b64(np.concatenate(v))] for (stat, phase), v in self.numeric.items()],
+            "categories": [[stat, phase, dict(v)] for (stat, phase), v in self.categories.items()],
+            "schemas": [[stage, base64.b64encode(schema.serialize()).decode()]
+                        for stage, by_text in self.schemas.items() for schema in by_text.values()],
+            "rejects": [[list(key), records] for key, records in self.rejects.items()],
+        }
+
+    def restore(self, state: dict) -> None:
+        self.blocks = {tuple(key): [Count(*r) for r in records] for key, records in state["blocks"]}
+        self.numeric.clear()
+        for stat, phase, values in state["numeric"]:
+            self.numeric[(stat, phase)] = [np.frombuffer(base64.b64decode(values), np.float64).copy()]
+        self.categories.clear()
+        for stat, phase, counts in state["categories"]:
+            self.categories[(stat, phase)].update(counts)
+        self.schemas.clear()
+        for stage, schema in state["schemas"]:
+            schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema)))
+            self.schemas[stage][schema.to_string(show_schema_metadata=False)] = schema
+        self.rejects = {tuple(key): records for key, records in state["rejects"]}
+
     def snapshot(self) -> dict:
         counts: dict[str, Count] = {}
         for records in self.blocks.values():
@@ -188,6 +213,10 @@ def samples_json(samples: list, rng) -> list:
             values = rng.choice(values, SAMPLES_PER_FILE, replace=False)
         out.append([stat, phase, base64.b64encode(values.astype(np.float32).tobytes()).decode()])
     return out
+
+
+def _b64(values: np.ndarray) -> str:
+    return base64.b64encode(values.astype(np.float64).tobytes()).decode()
 
 
 def marker_entries(marker: dict) -> list[tuple]:

@@ -28,7 +28,7 @@ from .base import ID_COLUMN
 from .commit import RunFolder
 from .io import InputPart, write_table
 from .progress import Progress
-from .stage import FusedStage, checkpoint_part
+from .stage import CHECKPOINT_PARQUET, FusedStage, checkpoint_part
 from .storage import Location
 from .trace import dropped_items
 
@@ -98,6 +98,12 @@ class LocalExecutor:
 
     def load(self, chunks: list[Location]) -> Blocks:
         return [self.kept.pop(str(c)) if str(c) in self.kept else pq.read_table(c.open_input_file()) for c in chunks]
+
+    def save(self, blocks: Blocks, folder: Location) -> list[Location]:
+        files = [folder / f"{i:05d}.parquet" for i in range(len(blocks))]
+        in_threads(lambda item: item[0].write_with(lambda out: pq.write_table(item[1], out, **CHECKPOINT_PARQUET)),
+                   list(zip(files, blocks)), self.num_cpus)
+        return files
 
     def materialize(self, blocks: Blocks) -> Blocks:
         return blocks

@@ -19,7 +19,7 @@ from .commit import OutputError, RunFolder
 from .io import InputPart, write_dataset
 from .ledger import Remote
 from .progress import Progress
-from .stage import CRASHES, FusedStage, checkpoint_part
+from .stage import CHECKPOINT_PARQUET, CRASHES, FusedStage, checkpoint_part
 from .storage import Location
 from .trace import removed_items
 
@@ -69,6 +69,10 @@ class RayExecutor:
         return ray.data.from_arrow(paths).repartition(max(len(chunks), 1)).map_batches(
             read_checkpoint, batch_size=1, batch_format="pyarrow",
             fn_kwargs={"filesystem": chunks[0].fs if chunks else None})
+
+    def save(self, ds, folder: Location) -> list[Location]:
+        ds.write_parquet(folder.path, filesystem=None if folder.local else folder.fs, **CHECKPOINT_PARQUET)
+        return folder.children("*.parquet")
 
     def materialize(self, ds):
         return ds.materialize()

@@ -2,6 +2,7 @@
 its own, so that the other tests' server has stopped before this one starts."""
 
 import signal
+import socket
 import threading
 import time
 
@@ -13,13 +14,15 @@ from test_serve_api import HOLD, KEY, served, wait_idle
 pytestmark = [pytest.mark.vllm, pytest.mark.alone, pytest.mark.timeout(900)]
 
 
-# Its own server, which it stops. It can fail on a busy 2-core machine without a fault in the
-# server: there a generating vLLM's engine core and worker keep both cores, and the server's event
-# loop was seen answering /health only after a 20 s stream had ended, when the drain was over.
+# Its own server, which it stops. On this 2-core machine the test process can be held for as long
+# as a whole stream while vLLM generates (spawning a process was seen to take 18 s), so the
+# stream's client takes a 4 KB receive buffer and pauses after the first event: the server cannot
+# finish sending it, and the drain lasts, until the checks are done.
 @pytest.mark.flaky(reruns=2)
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
+    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
     with served(tmp_path) as (proc, base), httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+            base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120, transport=small_buffer) as client:
         drain_one_stream(proc, base, client)
 
 
@@ -34,8 +37,8 @@ def drain_one_stream(proc, base, client) -> None:
                 if line:
                     events.append(line)
                     started.set()
-                    checked.wait(60)    # paused until the checks below are done; the stream is
-            done["events"] = events     # long so that it is still running then on a slow machine
+                    checked.wait(120)   # paused until the checks below are done; the stream is
+            done["events"] = events     # longer than the buffers between, so it is still being sent
 
     wait_idle(client)
     thread = threading.Thread(target=long_stream)
