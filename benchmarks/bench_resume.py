@@ -152,8 +152,10 @@ def main() -> None:
         kill_after = baseline * rng.uniform(0.2, 0.6) if tries < args.kills else None
         seconds, finished = run(command(data, crashed, args.num_cpus, resume=tries > 0), kill_after)
         partial = crashed.parent / f".{crashed.name}.sluice-partial" / "checkpoint"
-        done = len(list(partial.glob("*.done.json"))) if partial.is_dir() else "all"
-        print(f"try {tries + 1}: {seconds:.1f}s, {'finished' if finished else 'killed'}; input files done: {done}")
+        parts = len(list(partial.glob("[0-9]*.done.json"))) if partial.is_dir() else "all"
+        stages = len(list(partial.glob("after-*.done.json"))) if partial.is_dir() else "all"
+        print(f"try {tries + 1}: {seconds:.1f}s, {'finished' if finished else 'killed'}; input parts done: {parts}; "
+              f"whole-dataset stage checkpointed: {stages}")
         total += seconds
         tries += 1
     summary = json.loads((crashed / "summary.json").read_text())

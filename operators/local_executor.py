@@ -100,6 +100,7 @@ class LocalExecutor:
         return [self.kept.pop(str(c)) if str(c) in self.kept else pq.read_table(c.open_input_file()) for c in chunks]
 
     def save(self, blocks: Blocks, folder: Location) -> list[Location]:
+        folder.mkdir()
         files = [folder / f"{i:05d}.parquet" for i in range(len(blocks))]
         in_threads(lambda item: item[0].write_with(lambda out: pq.write_table(item[1], out, **CHECKPOINT_PARQUET)),
                    list(zip(files, blocks)), self.num_cpus)

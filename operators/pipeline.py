@@ -4,7 +4,8 @@ A Pipeline is a list of operators. Consecutive row-local operators (mappers, fil
 row-local `prepare` of the next whole-dataset operator) fuse into one stage (see `stage`). The
 first fused stage runs once per input file, reading it and committing its rows to the run's
 checkpoint (see `commit`), so an interrupted run resumes from the files it finished; later
-ones run over the checkpoint. Whole-dataset operators (dedup, selection, mixing, LLM
+ones run over the checkpoint. The rows after each whole-dataset operator are checkpointed too,
+with the counts so far, so a run interrupted later resumes after the last one that finished. Whole-dataset operators (dedup, selection, mixing, LLM
 operators) get every row at once. A final fused stage drops internal columns before the
 writer. The ledger collects per-operator row counts, seconds, stat samples and the rejects of
 later stages, so the run summary accounts for every row read.
@@ -230,15 +231,22 @@ class Pipeline:
             parts = input_parts([(file_paths[i], name) for i, (_, name) in enumerate(files)])
             resumed = folder.finished_parts()
             progress = Progress(quiet)
-            runner.checkpoint(folder, [(i, part) for i, part in enumerate(parts) if i not in resumed],
-                              stage, self.text_key, progress)
-            progress.done(f"{runner.name}: {len(files)} input file(s) in {len(parts)} part(s) read and checkpointed"
-                          + (f" ({len(resumed)} from the interrupted run)" if resumed else "")
-                          + f" in {time.perf_counter() - started:.1f}s")
-            done = folder.finished_parts()
-            ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
-            data = runner.load([folder.checkpoint / c["file"] for i in sorted(done)
-                                for c in done[i]["chunks"] if c["file"]])
+            restart = folder.finished_stage() if folder.resumed and tracer is None else None
+            if restart is None:
+                runner.checkpoint(folder, [(i, part) for i, part in enumerate(parts) if i not in resumed],
+                                  stage, self.text_key, progress)
+                progress.done(f"{runner.name}: {len(files)} input file(s) in {len(parts)} part(s) read and "
+                              "checkpointed" + (f" ({len(resumed)} from the interrupted run)" if resumed else "")
+                              + f" in {time.perf_counter() - started:.1f}s")
+                done = folder.finished_parts()
+                ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
+                data = runner.load([folder.checkpoint / c["file"] for i in sorted(done)
+                                    for c in done[i]["chunks"] if c["file"]])
+            else:  # the rows after a whole-dataset operator, with the counts up to there
+                ledger.restore(restart["ledger"])
+                data = runner.load([folder.stage_folder(restart["stage"]) / name for name in restart["files"]])
+                progress.done(f"{runner.name}: resumed after {stages[restart['stage']][1][0][0]} from the "
+                              "interrupted run's checkpoint")
 
             upstream = None
             for i, (kind, steps) in enumerate(stages[1:], 1):
@@ -246,6 +254,9 @@ class Pipeline:
                 if kind == "dataset":
                     if analyze and isinstance(op, (Deduplicator, Selector)):
                         upstream = None
+                        continue
+                    if restart is not None and i <= restart["stage"]:
+                        upstream = label
                         continue
                     data = runner.materialize(data)
                     rows_in, start = runner.count(data), time.perf_counter()
@@ -259,10 +270,13 @@ class Pipeline:
                     count = Count(label, rows_in, runner.count(data), 0, time.perf_counter() - start)
                     ledger.finish(("driver", label), [count])
                     progress.done(f"{label}: {count.rows_in:,} -> {count.rows_out:,} rows in {count.seconds:.1f}s")
+                    if tracer is None:  # (a traced run resumes from the input parts' checkpoints)
+                        folder.save_stage(i, runner.save(data, folder.stage_folder(i)), ledger.state())
                     upstream = label
                     continue
                 stage = fused(i, steps, upstream)
-                data = runner.fused(stage, data)
+                if restart is None or i > restart["stage"]:
+                    data = runner.fused(stage, data)
                 upstream = None
 
             data_dir = folder.partial / "data"

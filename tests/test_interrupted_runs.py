@@ -214,3 +214,67 @@ def test_a_worker_killed_during_the_dedup_shuffle_changes_nothing(ray_session, t
     rows = disturbed.table().column("text").to_pylist()  # an undisturbed run's: each text once, in input order
     assert rows == [f"row {i} words {k}" for k in (0, 1) for i in range(2000)]
     assert disturbed.summary["accounted"] and disturbed.summary["rejected"] == {}
+
+
+@register
+class logged_deduplicator(document_deduplicator):
+    """Exact dedup that adds a line to the file `log` each time it runs."""
+
+    log: str = param(doc="file to add a line to")
+
+    def apply(self, ds, ctx):
+        with open(self.log, "a") as f:
+            f.write("ran\n")
+        return super().apply(ds, ctx)
+
+    def apply_table(self, table, ctx):
+        with open(self.log, "a") as f:
+            f.write("ran\n")
+        return super().apply_table(table, ctx)
+
+
+@register
+class fail_once_deduplicator(document_deduplicator):
+    """Exact dedup that fails (RuntimeError) unless the file `marker` exists (it writes it first)."""
+
+    marker: str = param(doc="file that says it has failed already")
+
+    def apply(self, ds, ctx):
+        self.fail_once()
+        return super().apply(ds, ctx)
+
+    def apply_table(self, table, ctx):
+        self.fail_once()
+        return super().apply_table(table, ctx)
+
+    def fail_once(self):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            raise RuntimeError("failing once")
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_run_interrupted_after_a_whole_dataset_operator_resumes_after_it(ray_session, tmp_path, executor):
+    inputs = write_files(tmp_path / "in", 3, 400, lambda k, i: f"row {i % 150} of  file {k % 2}" + " x" * (i % 7))
+    log, marker = tmp_path / "dedup.log", tmp_path / "failed"
+
+    def pipeline():
+        return Pipeline([create_operator("text_length_filter", {"min_len": 20}), logged_deduplicator(log=str(log)),
+                         create_operator("whitespace_normalization_mapper", {}),
+                         create_operator("words_num_filter", {"min_num": 6}),
+                         fail_once_deduplicator(marker=str(marker))])
+
+    Path(marker).touch()
+    expected = pipeline().run(str(inputs), output=tmp_path / "expected", quiet=True, executor=executor)
+    Path(marker).unlink()
+    log.unlink()
+    with pytest.raises(RuntimeError, match="failing once"):
+        pipeline().run(str(inputs), output=tmp_path / "out", quiet=True, executor=executor)
+    assert log.read_text() == "ran\n"
+    resumed = pipeline().run(str(inputs), output=tmp_path / "out", quiet=True, executor=executor, resume=True)
+    assert log.read_text() == "ran\n"  # the first dedup did not run again
+    assert resumed.table().to_pylist() == expected.table().to_pylist()
+    for key in ("rows_read", "rows_kept", "dropped", "rejected", "accounted"):
+        assert resumed.summary[key] == expected.summary[key], key
+    assert resumed.summary["accounted"] and resumed.summary["dropped"]["logged_deduplicator"] > 0
+    assert [o["rows_in"] for o in resumed.summary["operators"]] == [o["rows_in"] for o in expected.summary["operators"]]

@@ -145,7 +145,9 @@ def test_an_interrupted_run_into_an_object_store_resumes_from_its_checkpoint(s3,
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(f"s3://{BUCKET}/b/in", output=f"s3://{BUCKET}/b/out", executor="local", quiet=True)
     partial = Location.of(f"s3://{BUCKET}/b/.out.sluice-partial")
-    assert len(partial.children()) and len((partial / "checkpoint").children("*.done.json")) == 4
+    checkpoint = partial / "checkpoint"
+    assert len(checkpoint.children("[0-9]*.done.json")) == 4  # every input part
+    assert [m.name for m in checkpoint.children("after-*.done.json")] == ["after-001.done.json"]  # and the dedup
     assert not Location.of(f"s3://{BUCKET}/b/out").exists()
 
     resumed = pipeline.run(f"s3://{BUCKET}/b/in", output=f"s3://{BUCKET}/b/out", executor="local", quiet=True,
