@@ -4,10 +4,10 @@ A Pipeline is a list of operators. Consecutive row-local operators (mappers, fil
 row-local `prepare` of the next whole-dataset operator) fuse into one stage (see `stage`). The
 first fused stage runs once per input file, reading it and committing its rows to the run's
 checkpoint (see `commit`), so an interrupted run resumes from the files it finished; later
-ones run over the checkpoint. The rows after each whole-dataset operator are checkpointed too,
-with the counts so far, so a run interrupted later resumes after the last one that finished. Whole-dataset operators (dedup, selection, mixing, LLM
-operators) get every row at once. A final fused stage drops internal columns before the
-writer. The ledger collects per-operator row counts, seconds, stat samples and the rejects of
+ones run over the checkpoint. Whole-dataset operators (dedup, selection, mixing, LLM operators)
+get every row at once; the rows after each are checkpointed too, with the counts so far, so a
+run interrupted later resumes after the last one that finished. A final fused stage drops
+internal columns before the writer. The ledger collects per-operator row counts, seconds, stat samples and the rejects of
 later stages, so the run summary accounts for every row read.
 
 An executor runs the plan: `RayExecutor` on Ray Data (the local machine's Ray or a cluster),
