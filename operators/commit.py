@@ -126,7 +126,8 @@ class RunFolder:
         (self.checkpoint / f"after-{index:03d}.done.json").write_bytes(json_bytes(marker))
         for earlier in self.checkpoint.children("after-*"):
             if earlier.name < f"after-{index:03d}":
-                earlier.rmtree() if earlier.is_dir() else earlier.unlink()
+                earlier.rmtree()
+                earlier.unlink()
 
     def finished_stage(self) -> dict | None:
         """The marker of the latest whole-dataset stage whose rows are checkpointed whole."""

@@ -102,8 +102,11 @@ class LocalExecutor:
     def save(self, blocks: Blocks, folder: Location) -> list[Location]:
         folder.mkdir()
         files = [folder / f"{i:05d}.parquet" for i in range(len(blocks))]
-        in_threads(lambda item: item[0].write_with(lambda out: pq.write_table(item[1], out, **CHECKPOINT_PARQUET)),
-                   list(zip(files, blocks)), self.num_cpus)
+
+        def write(i: int) -> None:
+            files[i].write_with(lambda out: pq.write_table(blocks[i], out, **CHECKPOINT_PARQUET))
+
+        in_threads(write, range(len(blocks)), self.num_cpus)
         return files
 
     def materialize(self, blocks: Blocks) -> Blocks:
