@@ -27,7 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .io import json_bytes
@@ -278,7 +278,7 @@ def _input_root(path: str) -> Location | None:
         if "**" not in parts:
             return None
         fixed = parts[:next(i for i, p in enumerate(parts) if any(ch in p for ch in "*?["))]
-        return Location("/".join(fixed) or "/", location.scheme, location.netloc, location.query).resolved()
+        return replace(location, path="/".join(fixed) or "/").resolved()
     return location.resolved() if location.is_dir() else None
 
 

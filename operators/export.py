@@ -132,7 +132,8 @@ def read_result(files: list[Path]) -> pa.Table:
 
 
 def _write(table: pa.Table, path: Path, fmt: str) -> None:
-    _replace(path, lambda temporary: write_table(table, Location.of(temporary), fmt))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, Location.of(path), fmt)  # (through a temporary name, as `_replace`)
 
 
 def _into_one_file(shards: list[Path], path: Path, fmt: str) -> None:
