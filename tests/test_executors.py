@@ -3,6 +3,7 @@ rows in the same order, the same rejects and the same accounting, for every whol
 operator that runs in one process; and `auto` chooses between them as documented."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,8 +107,11 @@ def test_auto_runs_small_inputs_locally_and_the_rest_on_ray(tmp_path, monkeypatc
     assert choose("auto", ray_only) == "ray"
     assert not any(get_operator(name).runs_in_process() for name in ("llm_generate", "llm_score", "text2sql"))
     assert choose("ray", dedup) == "ray"
-    monkeypatch.setattr(pipeline_module, "LOCAL_INPUT_BYTES", 1000)
+    monkeypatch.setattr(pipeline_module, "LOCAL_MEMORY_SHARE", 10**15)
     assert choose("auto", dedup) == "ray" and choose("local", dedup) == "local"
+    compressed = tmp_path / "in" / "more.jsonl.zst"
+    compressed.write_bytes(b"x" * 100)
+    assert pipeline_module.in_memory_bytes([str(compressed), files[0]]) == 400 + os.path.getsize(files[0])
     with pytest.raises(ValueError, match="ray_only_selector runs only on Ray Data; use --executor ray"):
         choose("local", ray_only)
     with pytest.raises(ValueError, match="unknown executor 'spark'"):
