@@ -195,6 +195,30 @@ def test_exact_dedup_is_global_and_keeps_the_first_row(ray_session, duplicated_s
     assert sorted(map(str, again.table().to_pylist())) == sorted(map(str, rows))
 
 
+@pytest.mark.parametrize("lowercase", [False, True])
+@pytest.mark.parametrize("ignore_non_character", [False, True])
+def test_exact_dedup_keys_are_the_texts_arrow_normalizes(lowercase, ignore_non_character):
+    """The key kernel gives byte for byte what Arrow's utf8_lower and the ignore pattern give,
+    for characters whose case or class is unusual, so which rows count as equal is unchanged."""
+    import hashlib
+
+    from sluice.operators.dedup.exact import IGNORED
+
+    texts = ["Hello, World! 123", "KELVIN \u212a sign İstanbul ǅ", "Ünïcödé — “quotes” ½ ٣ 𝟘",
+             "中文，标点。", "emoji 😀 ok\u00a0nbsp\u2003x", "", "a\tb\nc\rd\fe\vf", "ΣΑΣ ς", "ﬁ ß ẞ"]
+    expected = pa.array(texts)
+    if lowercase:
+        expected = pc.utf8_lower(expected)
+    if ignore_non_character:
+        expected = pc.replace_substring_regex(expected, IGNORED + "+", "")
+    op = create_operator("document_deduplicator", {"lowercase": lowercase,
+                                                   "ignore_non_character": ignore_non_character})
+    keys = op.prepare(pa.table({"text": texts})).column("__dedup_key__").to_pylist()
+    assert keys == [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in expected.to_pylist()]
+    with pytest.raises(ValueError, match="'text' is null"):
+        op.prepare(pa.table({"text": ["a", None]}))
+
+
 def all_texts(directory):
     return [json.loads(line)["text"] for f in sorted(directory.glob("*.jsonl")) for line in f.read_text().splitlines()]
 

@@ -257,6 +257,24 @@ def _split_words(cps, offsets, lower, special):
     return ids[:words], counts, entries["start"].copy(), entries["length"].copy()
 
 
+@numba.njit(inline="always")
+def put_utf8(data, size, c):
+    """Writes code point `c` as UTF-8 at data[size:]; returns the new size."""
+    if c < 0x80:
+        data[size] = c
+        return size + 1
+    if c < 0x800:
+        data[size], data[size + 1] = 0xC0 | (c >> 6), 0x80 | (c & 0x3F)
+        return size + 2
+    if c < 0x10000:
+        data[size], data[size + 1] = 0xE0 | (c >> 12), 0x80 | ((c >> 6) & 0x3F)
+        data[size + 2] = 0x80 | (c & 0x3F)
+        return size + 3
+    data[size], data[size + 1] = 0xF0 | (c >> 18), 0x80 | ((c >> 12) & 0x3F)
+    data[size + 2], data[size + 3] = 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)
+    return size + 4
+
+
 @numba.njit(cache=True, nogil=True)
 def _utf8(cps, starts, lengths, lower):
     """The lowercase characters of cps[starts[i]:starts[i]+lengths[i]] for every i, as UTF-8
@@ -266,21 +284,7 @@ def _utf8(cps, starts, lengths, lower):
     size = 0
     for i in range(len(starts)):
         for j in range(starts[i], starts[i] + lengths[i]):
-            c = lower[cps[j]]
-            if c < 0x80:
-                data[size] = c
-                size += 1
-            elif c < 0x800:
-                data[size], data[size + 1] = 0xC0 | (c >> 6), 0x80 | (c & 0x3F)
-                size += 2
-            elif c < 0x10000:
-                data[size], data[size + 1] = 0xE0 | (c >> 12), 0x80 | ((c >> 6) & 0x3F)
-                data[size + 2] = 0x80 | (c & 0x3F)
-                size += 3
-            else:
-                data[size], data[size + 1] = 0xF0 | (c >> 18), 0x80 | ((c >> 12) & 0x3F)
-                data[size + 2], data[size + 3] = 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)
-                size += 4
+            size = put_utf8(data, size, lower[cps[j]])
         offsets[i + 1] = size
     return data[:size], offsets
 
