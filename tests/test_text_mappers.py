@@ -108,6 +108,46 @@ def test_remove_repeat_sentences():
     assert run("remove_repeat_sentences_mapper", [PROSE, "", None]) == [PROSE, "", None]
 
 
+def arrow_remove_repeat_sentences(text, lowercase, ignore_special_character, min_len):
+    """The mapper as Arrow steps (sluice's earlier implementation): split at markers put around
+    line breaks and after sentence ends, key each piece, keep line breaks, short keys and the
+    first piece of each key."""
+    import numpy as np
+    import pyarrow.compute as pc
+    from sluice.operators.text.mappers import _join_pieces
+    from sluice.operators.text.words import free_marker
+
+    marker = free_marker(text)
+    marked = pc.replace_substring(text, "\n", marker + "\n" + marker)
+    pieces = pc.split_pattern(pc.replace_substring_regex(marked, "([.。!！?？…]+[’”\"]*)", r"\1" + marker), marker)
+    flat = pieces.flatten()
+    key = pc.utf8_trim_whitespace(flat)
+    key = pc.utf8_lower(key) if lowercase else key
+    if ignore_special_character:
+        key = pc.replace_substring_regex(key, "[^a-zA-Z0-9\u4e00-\u9fa5\n\t ]+", "")
+    keep = (pc.less(pc.utf8_length(key), min_len).to_numpy(zero_copy_only=False)
+            | pc.equal(flat, "\n").to_numpy(zero_copy_only=False))
+    ids = pc.dictionary_encode(key).indices.to_numpy().astype(np.int64)
+    parents = pc.list_parent_indices(pieces).to_numpy().astype(np.int64)
+    _, first = np.unique(parents * (int(ids.max(initial=0)) + 1) + ids, return_index=True)
+    keep[first] = True
+    return _join_pieces(pieces, keep, text).to_pylist()
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+@pytest.mark.parametrize("ignore_special_character", [False, True])
+def test_remove_repeat_sentences_gives_what_the_arrow_steps_give(lowercase, ignore_special_character):
+    rng = random.Random(0)
+    alphabet = (list("aAbB 1,é中😀\x00\r\x0b\t\n\u00a0\u3000\u212aİ") + list(".!?。！？…’”\""))
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(2000)]
+    texts += [None, "", "a. a. a.", "\n\n", ". .", "x.\n", PROSE]
+    for min_len in (0, 1, 2, 3):
+        params = dict(lowercase=lowercase, ignore_special_character=ignore_special_character,
+                      min_repeat_sentence_length=min_len)
+        assert run("remove_repeat_sentences_mapper", texts, **params) == arrow_remove_repeat_sentences(
+            pa.array(texts), lowercase, ignore_special_character, min_len)
+
+
 def reference_remove_long_words(text, min_len, max_len):
     """Data-Juicer's remove_long_words_mapper in plain Python, leaving texts that lose no
     word as they are."""

@@ -11,34 +11,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..base import ID_COLUMN, Deduplicator, param, register
-from ..once import built_once
 from ..string_buffers import string_buffers
-from ..text.words import MAX_CODEPOINT, codepoints, put_utf8, text_array
+from ..text.words import arrow_lowercase, arrow_matches, codepoints, put_utf8, text_array
 
 KEY_COLUMN = "__dedup_key__"
 TARGET_PARTITION_BYTES = 128 << 20
 # Data-Juicer's choice: whitespace, digits and punctuation do not make documents differ.
 IGNORED = r"[\s\d\pP\pS]"
-
-
-@built_once()
-def arrow_character_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Per code point, its lowercase under Arrow's `utf8_lower` and whether IGNORED matches it.
-    Arrow computes both over every code point, so
-    `normalized` gives byte for byte what those two Arrow calls give."""
-    points = np.concatenate([np.arange(0xD800), np.arange(0xE000, MAX_CODEPOINT)]).astype(np.uint32)
-    widths = np.select([points < 0x80, points < 0x800, points < 0x10000], [1, 2, 3], 4)
-    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
-    data = points.tobytes().decode("utf-32-le").encode("utf-8")
-    chars = pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(data))
-    lowered = pc.utf8_lower(chars)
-    assert pc.all(pc.equal(pc.utf8_length(lowered), 1)).as_py(), "a lowercase of several characters"
-    lower = np.arange(MAX_CODEPOINT, dtype=np.uint32)
-    lower[points] = np.frombuffer(lowered.buffers()[2].to_pybytes().decode("utf-8").encode("utf-32-le"),
-                                  dtype=np.uint32)
-    ignored = np.zeros(MAX_CODEPOINT, dtype=bool)
-    ignored[points] = pc.equal(pc.replace_substring_regex(chars, IGNORED, ""), "").to_numpy(zero_copy_only=False)
-    return lower, ignored
 
 
 @numba.njit(cache=True, nogil=True)
@@ -62,7 +41,7 @@ def normalized(text: pa.Array, lowercase: bool, ignore_non_character: bool) -> t
     if not (lowercase or ignore_non_character):
         return string_buffers(text)
     cps, offsets = codepoints(text)
-    lower, ignored = arrow_character_tables()
+    lower, ignored = arrow_lowercase(), arrow_matches(IGNORED)
     data = np.empty(len(cps) * (1 if cps.itemsize == 1 else 4), dtype=np.uint8)
     return data, _normalized(cps, offsets, lower, ignored, lowercase, ignore_non_character, data)
 

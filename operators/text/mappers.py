@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.operators.base import STATS_PREFIX, Mapper, ParamError, param, register
+from sluice.operators.text.sentences import without_repeated_sentences
 from sluice.operators.text.words import free_marker, replace_column, special_characters, text_array
 
 
@@ -220,24 +221,8 @@ class remove_repeat_sentences_mapper(TextMapper):
         2, ge=0, doc="sentences shorter than this (after the options above) are always kept")
 
     def transform(self, text):
-        marker = free_marker(text)
-        marked = pc.replace_substring(text, "\n", marker + "\n" + marker)
-        marked = pc.replace_substring_regex(marked, "([.。!！?？…]+[’”\"]*)", r"\1" + marker)
-        pieces = pc.split_pattern(marked, marker)
-        flat = pieces.flatten()
-        key = pc.utf8_trim_whitespace(flat)
-        if self.lowercase:
-            key = pc.utf8_lower(key)
-        if self.ignore_special_character:
-            key = pc.replace_substring_regex(key, "[^a-zA-Z0-9\u4e00-\u9fa5\n\t ]+", "")
-        short = pc.less(pc.utf8_length(key), self.min_repeat_sentence_length).to_numpy(
-            zero_copy_only=False)
-        keep = short | pc.equal(flat, "\n").to_numpy(zero_copy_only=False)
-        ids = pc.dictionary_encode(key).indices.to_numpy().astype(np.int64)
-        parents = pc.list_parent_indices(pieces).to_numpy().astype(np.int64)
-        _, first = np.unique(parents * (int(ids.max(initial=0)) + 1) + ids, return_index=True)
-        keep[first] = True
-        return _join_pieces(pieces, keep, text)
+        return without_repeated_sentences(text, self.lowercase, self.ignore_special_character,
+                                          self.min_repeat_sentence_length)
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)

@@ -66,6 +66,49 @@ def char_class(kind: str) -> np.ndarray:
 
 
 @built_once()
+def _every_character() -> tuple[np.ndarray, pa.StringArray]:
+    """Every code point but the surrogates, and the same as strings of one character each: Arrow's
+    own kernels over them give lookup tables that agree with those kernels exactly."""
+    points = np.concatenate([np.arange(0xD800), np.arange(0xE000, MAX_CODEPOINT)]).astype(np.uint32)
+    widths = np.select([points < 0x80, points < 0x800, points < 0x10000], [1, 2, 3], 4)
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+    data = points.tobytes().decode("utf-32-le").encode("utf-8")
+    return points, pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+@built_once()
+def arrow_lowercase() -> np.ndarray:
+    """Code point -> code point of its lowercase under Arrow's `utf8_lower` (one for one)."""
+    points, chars = _every_character()
+    lowered = pc.utf8_lower(chars)
+    assert pc.all(pc.equal(pc.utf8_length(lowered), 1)).as_py(), "a lowercase of several characters"
+    lower = np.arange(MAX_CODEPOINT, dtype=np.uint32)
+    lower[points] = np.frombuffer(lowered.buffers()[2].to_pybytes().decode("utf-8").encode("utf-32-le"),
+                                  dtype=np.uint32)
+    return lower
+
+
+def _table(points: np.ndarray, values: pa.Array) -> np.ndarray:
+    table = np.zeros(MAX_CODEPOINT, dtype=bool)
+    table[points] = values.to_numpy(zero_copy_only=False)
+    return table
+
+
+@built_once()
+def arrow_matches(pattern: str) -> np.ndarray:
+    """Per code point, whether Arrow's regex `pattern` matches that character."""
+    points, chars = _every_character()
+    return _table(points, pc.match_substring_regex(chars, pattern))
+
+
+@built_once()
+def arrow_whitespace() -> np.ndarray:
+    """Per code point, whether Arrow's `utf8_trim_whitespace` trims it."""
+    points, chars = _every_character()
+    return _table(points, pc.equal(pc.utf8_trim_whitespace(chars), ""))
+
+
+@built_once()
 def special_characters() -> str:
     return "".join(chr(i) for i in np.flatnonzero(char_class("special")))
 
