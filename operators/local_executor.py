@@ -28,7 +28,7 @@ from .base import ID_COLUMN
 from .commit import RunFolder
 from .io import InputPart, write_table
 from .progress import Progress
-from .stage import CHECKPOINT_PARQUET, FusedStage, checkpoint_part
+from .stage import CHECKPOINT_PARQUET, SLICE_ROWS, FusedStage, checkpoint_part
 from .storage import Location
 from .trace import dropped_items
 
@@ -119,7 +119,11 @@ class LocalExecutor:
         return in_threads(lambda b: fn(b, **kwargs), blocks, self.num_cpus)
 
     def whole_dataset(self, op, blocks: Blocks, ctx) -> Blocks:
-        return [op.apply_table(pa.concat_tables(blocks, promote_options="permissive"), ctx)]
+        table = op.apply_table(pa.concat_tables(blocks, promote_options="permissive"), ctx)
+        # Cut into a few blocks per thread (views, no copy), so that the stages after it, the
+        # checkpoint and the writer use every thread.
+        rows = max(SLICE_ROWS, -(-table.num_rows // (4 * self.num_cpus)))
+        return [table.slice(start, rows) for start in range(0, max(table.num_rows, 1), rows)]
 
     def removed(self, before: Blocks, after: Blocks, limit: int) -> list:
         kept = pa.concat_tables([b.select([ID_COLUMN]) for b in after]).column(ID_COLUMN).to_numpy()
@@ -130,5 +134,6 @@ class LocalExecutor:
 
     def write(self, blocks: Blocks, folder: Location, fmt: str) -> None:
         folder.mkdir()
-        for i, block in enumerate(b for b in blocks if b.num_rows):
-            write_table(block, folder / f"{i:06d}.{fmt}", fmt)
+        written = [b for b in blocks if b.num_rows]
+        in_threads(lambda i: write_table(written[i], folder / f"{i:06d}.{fmt}", fmt), range(len(written)),
+                   self.num_cpus)
