@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .words import _GOLDEN, _mix, _power_of_two, arrow_lowercase, arrow_whitespace, codepoints, put_utf8
+from .words import _GOLDEN, _mix, _power_of_two, _same_tokens, arrow_lowercase, arrow_whitespace, codepoints, put_utf8
 
 
 @numba.njit(inline="always")
@@ -34,14 +34,6 @@ def _closing_quote(c):
 def _compared(c):
     return ((0x61 <= c <= 0x7A) or (0x41 <= c <= 0x5A) or (0x30 <= c <= 0x39) or (0x4E00 <= c <= 0x9FA5)
             or c == 0x20 or c == 0x09 or c == 0x0A)
-
-
-@numba.njit(inline="always")
-def _same_key(keys, a, b, length):
-    for k in range(length):
-        if keys[a + k] != keys[b + k]:
-            return False
-    return True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -104,7 +96,7 @@ def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_l
             first = True
             while table[slot] >= 0:
                 q = table[slot]
-                if key_hash[q] == key_hash[p] and key_length[q] == length and _same_key(
+                if key_hash[q] == key_hash[p] and key_length[q] == length and _same_tokens(
                         keys, key_start[q], key_start[p], length):
                     first = False
                     break
