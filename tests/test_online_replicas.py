@@ -97,9 +97,12 @@ def test_a_call_streams_from_its_replica(replicas, loop):
 
 def test_a_cancelled_call_is_aborted_on_its_replica(replicas, loop):
     async def scenario():
-        long = asyncio.create_task(replicas.call("a b c", SamplingParams(max_tokens=400,
+        long = asyncio.create_task(replicas.call("a b c", SamplingParams(max_tokens=500,
                                                                          ignore_eos=True)))
-        await asyncio.sleep(1.0)
+        # cancelled as soon as a replica runs it: a fixed wait lets a fast machine finish it
+        while not any(h.running for h in await replicas.replica_health()):
+            assert not long.done(), long
+            await asyncio.sleep(0.01)
         long.cancel()
         with pytest.raises(asyncio.CancelledError):
             await long
