@@ -232,9 +232,13 @@ def test_language_id_scores_and_keeps_languages():
 
 
 def test_language_scores_match_langid_per_text():
+    from sluice.operators.text import language
     from sluice.operators.text.language import language_identifier
 
-    texts = CORPUS + DOCSTRINGS + OTHER_SCRIPTS  # enough rows to run the lockstep path too
+    base = CORPUS + DOCSTRINGS + OTHER_SCRIPTS
+    # several batches of texts (BATCH), walked in lockstep lanes of unequal lengths
+    texts = [t if t is None else t[:len(t) * (i % 7 + 1) // 7] for i, t in enumerate(base * 9)]
+    assert len(texts) > 2 * language.BATCH
     stats = stats_of("language_id_score_filter", texts)[0]
     classify = language_identifier().langid.classify
     expected = per_text(lambda t: classify(t.lower().replace("\n", " ")), texts)
