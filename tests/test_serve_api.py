@@ -221,7 +221,8 @@ def test_under_load_a_tenant_past_its_fair_share_is_refused_and_others_are_not(c
         assert hold(bob) == 200
         assert [hold() for _ in range(4)] == [200] * 4   # 5 of max_queue 8; alice's share: 4
         refused = client.post("/v1/completions", json={"model": "tiny", "prompt": "x"})
-        assert refused.status_code == 429 and "fair share" in refused.json()["error"]["message"]
+        assert refused.status_code == 429 and "fair share" in refused.json()["error"]["message"], (
+            refused.json(), metric(client, "sluice_inflight_requests"))   # admitted, not finished
         assert hold(bob) == 200
     assert metric(client, "sluice_refusals_total", reason="tenant_share") >= 1
     wait_idle(client)
