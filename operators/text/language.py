@@ -29,6 +29,16 @@ LANES = 4    # texts walked in lockstep: their lookups are independent, so their
 BATCH = 128  # texts whose visited states are summed state by state: each state's row is read once
 
 
+@numba.njit(inline="always")
+def _step(next_state, visits, visited, base, state, byte, distinct):
+    """One byte of a text's walk: the next state, counted, and the text's distinct states."""
+    s = next_state[(state << 8) + byte]
+    seen = visits[base + s]
+    visited[base + distinct] = s                        # branch-free: a new state is kept by moving on
+    visits[base + s] = seen + 1
+    return s, distinct + (seen == 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def _visit_states(data, offsets, start, stop, next_state, visits, visited, pair_state, pair_text,
                   pair_count):
@@ -48,21 +58,13 @@ def _visit_states(data, offsets, start, stop, next_state, visits, visited, pair_
             pos[i], end[i], state[i], distinct[i] = offsets[first + i], offsets[first + i + 1], 0, 0
         for j in range(steps):
             for i in range(LANES):
-                s = next_state[(state[i] << 8) + data[pos[i] + j]]
-                state[i] = s
-                seen = visits[i * states + s]           # branch-free: a new state is kept by moving on
-                visited[i * states + distinct[i]] = s
-                distinct[i] += seen == 0
-                visits[i * states + s] = seen + 1
+                state[i], distinct[i] = _step(next_state, visits, visited, i * states, state[i],
+                                              data[pos[i] + j], distinct[i])
         for i in range(lanes):
-            s = state[i]
+            s, d = state[i], distinct[i]
             for j in range(pos[i] + steps, end[i]):
-                s = next_state[(s << 8) + data[j]]
-                seen = visits[i * states + s]
-                visited[i * states + distinct[i]] = s
-                distinct[i] += seen == 0
-                visits[i * states + s] = seen + 1
-            for u in range(distinct[i]):
+                s, d = _step(next_state, visits, visited, i * states, s, data[j], d)
+            for u in range(d):
                 s = visited[i * states + u]
                 pair_state[pairs], pair_text[pairs] = s, first + i - start
                 pair_count[pairs] = visits[i * states + s]
