@@ -9,6 +9,7 @@ import unicodedata
 
 import ftfy
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from dj_fixtures import dj_strip
@@ -219,3 +220,42 @@ def test_every_text_mapper_handles_degenerate_batches(texts):
     assert {OPERATORS[n].__module__ for n in names} == {mappers.__name__, latex.__name__}  # both found
     for name in names:
         assert run(name, texts) == texts
+
+
+# Pieces that make (or almost make) what each cleaning mapper looks for.
+PIECES = ["word", "WWW", "www.", "ww", "w", "@", "a@b.org", "x.y", "/", "http://e.org/p", "e.org/x", ":", "::",
+          "1.", "10.0.0.1", "255.255.255.255", "1:2:3:4:5:6:7:8", " ", "  ", "\n", " \n", "\n ", "\t", "\x0b",
+          "\x0c", "\r", "\x7f", "\x1c", "&", "&amp;", "\u00a0", "\u200b", "\u3000", "\ufeff", "é", "Ã©", "“", "…",
+          "—", "，", ".", "9", "K"]
+
+
+def test_mappers_change_only_rows_that_could_match_and_leave_them_as_the_full_pattern_does():
+    """The cleaning mappers run their patterns only on rows whose bytes hold what a match needs
+    (`byte_flags`); the output equals running the patterns on every row."""
+    from sluice.operators.text.mappers import PUNCTUATION_TO_ASCII, _collapse_spaces
+
+    rng = random.Random(7)
+    texts = ["".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 12))) for _ in range(6000)] + [None]
+    arr = pa.array(texts, pa.string())
+
+    def whitespace(rows):
+        rows = _collapse_spaces(pc.replace_substring_regex(rows, "[\u200b\u2060\ufeff]", ""))
+        return pc.utf8_trim_whitespace(pc.replace_substring_regex(rows, " ?\n ?", "\n"))
+
+    def punctuation(rows):
+        for source, target in PUNCTUATION_TO_ASCII.items():
+            rows = pc.replace_substring(rows, source, target)
+        return rows
+
+    references = {"whitespace_normalization_mapper": whitespace, "punctuation_normalization_mapper": punctuation,
+                  "fix_unicode_mapper": lambda rows: [None if t is None else ftfy.fix_text(t, normalization="NFC")
+                                                      for t in rows.to_pylist()]}
+    for name in ("clean_email_mapper", "clean_links_mapper", "clean_ip_mapper"):
+        pattern = create_operator(name, {}).pattern
+        references[name] = lambda rows, pattern=pattern: pc.replace_substring_regex(rows, pattern, "")
+    for name, reference in references.items():
+        expected = reference(arr)
+        expected = expected if isinstance(expected, list) else expected.to_pylist()
+        assert sum(a != b for a, b in zip(expected, texts)) > 50, name  # the pieces make it change rows
+        got = run(name, texts)
+        assert got == expected, (name, next((t, g, e) for t, g, e in zip(texts, got, expected) if g != e))

@@ -14,6 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sluice.operators.base import STATS_PREFIX, Mapper, ParamError, param, register
+from sluice.operators.text.byte_flags import (AMPERSAND, AT_SIGN, COLON, CONTROL, DIGIT_DOT, DOUBLE_SPACE,
+                                              NON_ASCII, SLASH, SPACE_AT_BREAK, SPACE_AT_END, TAB_VT_FF, WW,
+                                              change_rows_with, change_where)
 from sluice.operators.text.sentences import without_repeated_sentences
 from sluice.operators.text.words import free_marker, replace_column, special_characters, text_array
 
@@ -34,9 +37,7 @@ class TextMapper(Mapper):
 def _apply_where(text: pa.Array, pattern: str, change) -> pa.Array:
     """Apply `change` (Array -> Array) only to the rows matching regex `pattern`."""
     mask = pc.fill_null(pc.match_substring_regex(text, pattern), False)
-    if not pc.any(mask).as_py():
-        return text
-    return pc.replace_with_mask(text, mask, change(pc.filter(text, mask)))
+    return change_where(text, mask.to_numpy(zero_copy_only=False), change)
 
 
 def _join_pieces(pieces: pa.ListArray, keep: np.ndarray, text: pa.Array) -> pa.Array:
@@ -68,10 +69,14 @@ class whitespace_normalization_mapper(TextMapper):
     spaces at line ends and strips the text. Newlines are kept."""
 
     def transform(self, text):
-        text = pc.replace_substring_regex(text, "[\u200b\u2060\ufeff]", "")
-        text = _collapse_spaces(text)
-        text = pc.replace_substring_regex(text, " ?\n ?", "\n")
-        return pc.utf8_trim_whitespace(text)
+        def normalize(rows):
+            rows = pc.replace_substring_regex(rows, "[\u200b\u2060\ufeff]", "")
+            rows = _collapse_spaces(rows)
+            rows = pc.replace_substring_regex(rows, " ?\n ?", "\n")
+            return pc.utf8_trim_whitespace(rows)
+
+        return change_rows_with(text, NON_ASCII | TAB_VT_FF | DOUBLE_SPACE | SPACE_AT_BREAK | SPACE_AT_END,
+                                normalize)
 
 
 @register
@@ -91,7 +96,7 @@ class fix_unicode_mapper(TextMapper):
             return pa.array([ftfy.fix_text(t, normalization=self.normalization)
                              for t in rows.to_pylist()], type=text.type)
 
-        return _apply_where(text, "[^\t\n\x0c\x20-\x7e]|&", fix)
+        return change_rows_with(text, NON_ASCII | CONTROL | AMPERSAND, fix)
 
 
 # Unicode punctuation and its ASCII counterpart (the map Data-Juicer uses, without its
@@ -116,7 +121,7 @@ class punctuation_normalization_mapper(TextMapper):
                 rows = pc.replace_substring(rows, source, target)
             return rows
 
-        return _apply_where(text, "[^\x00-\x7f]", normalize)
+        return change_rows_with(text, NON_ASCII, normalize)
 
 
 @dataclasses.dataclass(kw_only=True, repr=False)
@@ -128,6 +133,9 @@ class RegexCleanMapper(TextMapper):
     repl: str = param("", doc="replacement for each match")
 
     default_pattern = ""
+    # The bytes every match of the default pattern holds one of (see `byte_flags`): the rows
+    # without any are left as they are.
+    default_needs = 0
 
     def setup(self):
         if self.pattern is None:
@@ -138,7 +146,12 @@ class RegexCleanMapper(TextMapper):
             raise ParamError(self.name, "pattern", f"invalid regular expression: {e}") from None
 
     def transform(self, text):
-        return pc.replace_substring_regex(text, self.pattern, self.repl)
+        def replace(rows):
+            return pc.replace_substring_regex(rows, self.pattern, self.repl)
+
+        if self.pattern == self.default_pattern and self.default_needs:
+            return change_rows_with(text, self.default_needs, replace)
+        return replace(text)
 
 
 @register
@@ -146,6 +159,7 @@ class clean_email_mapper(RegexCleanMapper):
     """Removes e-mail addresses (or replaces them with `repl`)."""
 
     default_pattern = r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}"
+    default_needs = AT_SIGN
 
 
 @register
@@ -155,6 +169,7 @@ class clean_links_mapper(RegexCleanMapper):
 
     default_pattern = (r"(?i)\b(?:[a-z][a-z0-9+.\-]*://|www\d{0,3}\.|[a-z0-9.\-]+\.[a-z]{2,6}/)"
                        r"[^\s<>\"'`]*[^\s<>\"'`.,;:!?()\[\]{}«»“”‘’]")
+    default_needs = SLASH | WW  # '://' or a path, or 'www' ('w' has no other case fold)
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -167,6 +182,7 @@ class clean_ip_mapper(RegexCleanMapper):
 
     default_pattern = (rf"\b(?:{_OCTET}\.){{3}}{_OCTET}\b"
                        r"|\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
+    default_needs = DIGIT_DOT | COLON
 
 
 # A tag, a comment, a doctype or processing instruction: what makes a row HTML.
