@@ -235,7 +235,7 @@ def test_language_scores_match_langid_per_text():
     from sluice.operators.text import language
     from sluice.operators.text.language import language_identifier
 
-    base = CORPUS + DOCSTRINGS + OTHER_SCRIPTS
+    base = CORPUS + DOCSTRINGS + OTHER_SCRIPTS + ["THE Straße\nIS Long AND wide", "SHOUTED\nENGLISH TEXT, ALL CAPS"]
     # several batches of texts (BATCH), walked in lockstep lanes of unequal lengths
     texts = [t if t is None else t[:len(t) * (i % 7 + 1) // 7] for i, t in enumerate(base * 9)]
     assert len(texts) > 2 * language.BATCH

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from sluice.operators.once import built_once
 from sluice.operators.string_buffers import string_buffers
+from sluice.operators.text.byte_flags import NON_ASCII, byte_flags, change_where
 
 
 LANES = 4    # texts walked in lockstep: their lookups are independent, so their cache misses overlap
@@ -128,8 +129,14 @@ class BatchLanguageIdentifier:
         langid = LanguageIdentifier.from_modelstring(model, norm_probs=True)
         self.langid = langid  # the per-text original, for checking results against
         self.classes = np.array(langid.nb_classes)
-        self.next_state = np.frombuffer(langid.tk_nextmove, dtype=np.uint16)  # small: stays in cache
-        states = len(self.next_state) >> 8
+        next_state = np.frombuffer(langid.tk_nextmove, dtype=np.uint16).reshape(-1, 256)  # small: stays in cache
+        states = len(next_state)
+        # Data-Juicer lowercases the text and makes newlines spaces: for ASCII bytes, the
+        # automaton does it, reading 'A' as 'a' and '\n' as ' '.
+        read_as = np.arange(256)
+        read_as[ord("A"):ord("Z") + 1] += ord("a") - ord("A")
+        read_as[ord("\n")] = ord(" ")
+        self.next_state = np.ascontiguousarray(next_state[:, read_as]).reshape(-1)
         ptc = np.asarray(langid.nb_ptc, dtype=np.float64)
         # Each state's summed feature log-probabilities per class.
         self.state_logp = np.zeros((states, ptc.shape[1]), dtype=np.float64)
@@ -140,9 +147,11 @@ class BatchLanguageIdentifier:
 
     def identify(self, text: pa.Array) -> tuple[pa.Array, pa.Array]:
         """(language code, probability) per row; null for null rows."""
-        prepared = pc.replace_substring(pc.utf8_lower(pc.fill_null(text, "")), "\n", " ")
-        if isinstance(prepared, pa.ChunkedArray):
-            prepared = prepared.combine_chunks()
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        filled = pc.fill_null(text, "")
+        # Only rows beyond ASCII need Arrow's lowercase (the automaton lowercases ASCII).
+        prepared = change_where(filled, (byte_flags(filled) & NON_ASCII) != 0, pc.utf8_lower)
         data, offsets = string_buffers(prepared)
         logp = _log_probabilities(data, offsets, self.next_state, self.state_logp, self.prior)
         best = logp.argmax(axis=1)
