@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 
 @dataclass
@@ -19,3 +23,17 @@ class RunContext:
 
     def add_report_section(self, title: str, html: str) -> None:
         self.report_sections.append((title, html))
+
+    def filter(self, table: pa.Table, keep: np.ndarray) -> pa.Table:
+        """The rows of `table` where `keep` is true, copied batch by batch on `num_cpus` threads
+        (one thread takes seconds to copy gigabytes of text); `table` itself when all are kept."""
+        if keep.all():
+            return table
+        batches = table.to_batches()
+        bounds = np.cumsum([0] + [b.num_rows for b in batches])
+
+        def kept(i: int) -> pa.RecordBatch:
+            return batches[i].filter(pa.array(keep[bounds[i]:bounds[i + 1]]))
+
+        with ThreadPoolExecutor(self.num_cpus) as pool:
+            return pa.Table.from_batches(list(pool.map(kept, range(len(batches)))), schema=table.schema)

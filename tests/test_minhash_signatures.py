@@ -209,3 +209,12 @@ def test_prepare_adds_internal_columns_and_rejects_nothing():
     assert out["__minhash__"].null_count == 2  # "" and None have no shingles
     with pytest.raises(ParamError, match="no column 'body'"):
         create_operator("document_minhash_deduplicator", {"text_key": "body"}).prepare(table)
+
+
+def test_signatures_of_a_slice_are_its_own_rows():
+    """A batch of a larger column (as a table's batches are) reads back only its own rows."""
+    sig = np.arange(40, dtype=np.uint32).reshape(10, 4)
+    column = sg.to_arrow(sig, np.ones(10, dtype=bool))
+    assert (sg.from_arrow(column.slice(0, 3)) == sig[:3]).all()
+    assert (sg.from_arrow(column.slice(4, 5)) == sig[4:9]).all()
+    assert (sg.from_arrow(pa.chunked_array([column.slice(0, 2), column.slice(7, 2)])) == sig[[0, 1, 7, 8]]).all()

@@ -91,7 +91,8 @@ class document_deduplicator(Deduplicator):
 
     def apply_table(self, table: pa.Table, ctx) -> pa.Table:
         keepers = self.first_ids(table.select([KEY_COLUMN, ID_COLUMN])).column(ID_COLUMN)
-        return table.filter(pc.is_in(table.column(ID_COLUMN), value_set=keepers)).drop_columns([KEY_COLUMN])
+        keep = pc.is_in(table.column(ID_COLUMN), value_set=keepers).to_numpy(zero_copy_only=False)
+        return ctx.filter(table.drop_columns([KEY_COLUMN]), keep)
 
 
 def _keep_first(table: pa.Table, keepers) -> pa.Table:

@@ -152,10 +152,11 @@ class document_minhash_deduplicator(Deduplicator):
         """`apply` on one table: the same steps, each on every row at once."""
         columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
         started = time.perf_counter()
-        lookup = SortedTable.of_table(table.select(columns), ID_COLUMN)
-        edges = bucket_edges(_band_rows(table.select([ID_COLUMN, SIGNATURE_COLUMN]), self.bands, self.rows))
+        edges = bucket_edges(_band_rows(table, self.bands, self.rows))
         stats = {"documents": table.num_rows, "bands": self.bands, "rows_per_band": self.rows,
                  "candidate_pairs": edges.num_rows, "seconds_to_candidates": _since(started)}
+        # The (id, signature) lookup, a kilobyte per document, is built only when there are pairs.
+        lookup = SortedTable.of_table(table.select(columns), ID_COLUMN) if edges.num_rows else None
         if self.verify and edges.num_rows:
             edges = _verified(edges, lookup, self.jaccard_threshold)
             stats["verified_pairs"] = edges.num_rows
@@ -215,16 +216,19 @@ def _stats_html(stats: dict) -> str:
     return html_items([(k.replace("_", " "), v) for k, v in stats.items()])
 
 
-def _with_signatures(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    valid = pc.is_valid(table.column(SIGNATURE_COLUMN))
-    table = table.filter(valid)
-    return table.column(ID_COLUMN).to_numpy(), sg.from_arrow(table.column(SIGNATURE_COLUMN))
-
-
 def _band_rows(table: pa.Table, bands: int, rows: int) -> pa.Table:
-    ids, sig = _with_signatures(table)
-    keys = sg.band_keys(sig, bands, rows)
-    return pa.table({"key": keys.reshape(-1), "id": np.repeat(ids, bands)})
+    """(band key, id) of every band of the documents that have a signature, batch by batch (the
+    signatures, a kilobyte per document, are never copied into one array)."""
+    keys, ids = [], []
+    for batch in table.select([ID_COLUMN, SIGNATURE_COLUMN]).to_batches():
+        if batch.column(1).null_count:
+            batch = batch.filter(pc.is_valid(batch.column(1)))
+        if batch.num_rows:
+            keys.append(sg.band_keys(sg.from_arrow(batch.column(1)), bands, rows).reshape(-1))
+            ids.append(np.repeat(batch.column(0).to_numpy(), bands))
+    if not keys:
+        return pa.table({"key": pa.array([], pa.uint64()), "id": pa.array([], pa.int64())})
+    return pa.table({"key": np.concatenate(keys), "id": np.concatenate(ids)})
 
 
 def _verified(edges: pa.Table, table: SortedTable, threshold: float) -> pa.Table:

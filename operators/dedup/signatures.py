@@ -361,5 +361,5 @@ def from_arrow(column) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     num_perm = column.type.list_size
-    values = column.flatten() if column.offset else column.values
+    values = column.values.slice(column.offset * num_perm, len(column) * num_perm)  # a slice's own rows
     return values.to_numpy(zero_copy_only=False).reshape(-1, num_perm)
