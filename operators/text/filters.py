@@ -20,7 +20,7 @@ from sluice.operators.expression import compile_expression
 from sluice.operators.text.language import language_identifier
 from sluice.operators.text.models import (check_language_model, check_sentencepiece, find_model,
                                           language_model, model_dir, model_tag, perplexity, pieces_text)
-from sluice.operators.text.words import (char_class, codepoints, count_in, last_batch, load_word_list,
+from sluice.operators.text.words import (class_counts, codepoints, count_in, last_batch, load_word_list,
                                          ngram_repetition, ratio, refined_words, text_array, with_nulls)
 
 
@@ -117,9 +117,7 @@ class words_num_filter(TokenizingFilter):
 
 def _char_ratio(text: pa.Array, kind: str) -> pa.Array:
     """Share of the characters of each row that belong to character class `kind`."""
-    cps, offsets = codepoints(text)
-    hits = count_in(char_class(kind), cps, offsets)
-    return with_nulls(ratio(hits, np.diff(offsets)), text)
+    return with_nulls(ratio(class_counts(text)[kind], np.diff(codepoints(text)[1])), text)
 
 
 @register
@@ -140,8 +138,7 @@ class alphanumeric_filter(TokenizingFilter):
     def text_stats(self, text):
         if not self.tokenization:
             return {"alnum_ratio": _char_ratio(text, "alnum")}
-        cps, offsets = codepoints(text)
-        letters = count_in(char_class("alpha"), cps, offsets)
+        letters = class_counts(text)["alpha"]
         tokens = pc.count_substring_regex(self.words_text(text), "[^ \t\n]+")
         tokens = pc.fill_null(tokens, 0).to_numpy(zero_copy_only=False)
         return {self.stat_names[0]: with_nulls(ratio(letters, tokens), text)}

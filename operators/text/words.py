@@ -169,6 +169,42 @@ def count_in(member, values, offsets):
     return counts
 
 
+CHARACTER_CLASSES = ("special", "alnum", "alpha", "digit")
+
+
+@built_once()
+def _class_bits() -> np.ndarray:
+    """Per code point, bit i set when it is in CHARACTER_CLASSES[i]."""
+    bits = np.zeros(MAX_CODEPOINT, dtype=np.uint8)
+    for i, kind in enumerate(CHARACTER_CLASSES):
+        bits[char_class(kind)] |= 1 << i
+    return bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _class_counts(bits, cps, offsets):
+    counts = np.zeros((len(offsets) - 1, 4), dtype=np.int64)
+    for r in range(len(offsets) - 1):
+        special = alnum = alpha = digit = 0
+        for j in range(offsets[r], offsets[r + 1]):
+            b = bits[cps[j]]
+            special += b & 1
+            alnum += (b >> 1) & 1
+            alpha += (b >> 2) & 1
+            digit += b >> 3
+        counts[r, 0], counts[r, 1], counts[r, 2], counts[r, 3] = special, alnum, alpha, digit
+    return counts
+
+
+@last_batch
+def class_counts(arr: pa.Array) -> dict[str, np.ndarray]:
+    """Per row, how many of its characters are in each of CHARACTER_CLASSES (see `char_class`):
+    one pass for the filters of a batch that each want one class."""
+    cps, offsets = codepoints(arr)
+    counts = _class_counts(_class_bits(), cps, offsets)
+    return {kind: counts[:, i] for i, kind in enumerate(CHARACTER_CLASSES)}
+
+
 def with_nulls(values: np.ndarray, arr: pa.Array) -> pa.Array:
     """`values` as an Arrow array, null where the text `arr` is null."""
     mask = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
