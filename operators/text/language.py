@@ -15,12 +15,16 @@ of once per text.
 
 from __future__ import annotations
 
+import functools
+import os
+import zipfile
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluice.operators.commit import cache_folder
 from sluice.operators.once import built_once
 from sluice.operators.string_buffers import string_buffers
 from sluice.operators.text.byte_flags import NON_ASCII, byte_flags, change_where
@@ -122,28 +126,66 @@ def _log_probabilities(data, offsets, next_state, state_logp, prior):
     return logp
 
 
+TABLES_FORMAT = 1  # bump when _model_tables changes what it builds
+
+
+def _langid():
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+
+def _build_tables() -> dict[str, np.ndarray]:
+    langid = _langid()
+    next_state = np.frombuffer(langid.tk_nextmove, dtype=np.uint16).reshape(-1, 256)
+    # Data-Juicer lowercases the text and makes newlines spaces: for ASCII bytes, the
+    # automaton does it, reading 'A' as 'a' and '\n' as ' '.
+    read_as = np.arange(256)
+    read_as[ord("A"):ord("Z") + 1] += ord("a") - ord("A")
+    read_as[ord("\n")] = ord(" ")
+    ptc = np.asarray(langid.nb_ptc, dtype=np.float64)
+    # Each state's summed feature log-probabilities per class.
+    state_logp = np.zeros((len(next_state), ptc.shape[1]), dtype=np.float64)
+    for state, features in langid.tk_output.items():
+        if features:
+            state_logp[state] = ptc[list(features)].sum(axis=0)
+    return {"classes": np.array(langid.nb_classes), "prior": np.asarray(langid.nb_pc, dtype=np.float64),
+            "next_state": np.ascontiguousarray(next_state[:, read_as]).reshape(-1), "state_logp": state_logp}
+
+
+def _model_tables() -> dict[str, np.ndarray]:
+    """langid's model as the kernel's tables: built once per machine and kept in sluice's cache,
+    since unpacking langid's model takes over a second per process."""
+    from importlib.metadata import version
+
+    path = cache_folder() / "langid" / f"tables-{version('langid')}-{TABLES_FORMAT}.npz"
+    try:
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or a damaged one
+        pass
+    tables = _build_tables()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as f:
+            np.savez(f, **tables)
+        os.replace(partial, path)
+    except OSError:  # a read-only cache: built again next time
+        pass
+    return tables
+
+
 class BatchLanguageIdentifier:
     def __init__(self):
-        from langid.langid import LanguageIdentifier, model
+        tables = _model_tables()
+        self.classes, self.prior = tables["classes"], tables["prior"]
+        self.next_state, self.state_logp = tables["next_state"], tables["state_logp"]
 
-        langid = LanguageIdentifier.from_modelstring(model, norm_probs=True)
-        self.langid = langid  # the per-text original, for checking results against
-        self.classes = np.array(langid.nb_classes)
-        next_state = np.frombuffer(langid.tk_nextmove, dtype=np.uint16).reshape(-1, 256)  # small: stays in cache
-        states = len(next_state)
-        # Data-Juicer lowercases the text and makes newlines spaces: for ASCII bytes, the
-        # automaton does it, reading 'A' as 'a' and '\n' as ' '.
-        read_as = np.arange(256)
-        read_as[ord("A"):ord("Z") + 1] += ord("a") - ord("A")
-        read_as[ord("\n")] = ord(" ")
-        self.next_state = np.ascontiguousarray(next_state[:, read_as]).reshape(-1)
-        ptc = np.asarray(langid.nb_ptc, dtype=np.float64)
-        # Each state's summed feature log-probabilities per class.
-        self.state_logp = np.zeros((states, ptc.shape[1]), dtype=np.float64)
-        for state, features in langid.tk_output.items():
-            if features:
-                self.state_logp[state] = ptc[list(features)].sum(axis=0)
-        self.prior = np.asarray(langid.nb_pc, dtype=np.float64)
+    @functools.cached_property
+    def langid(self):
+        """langid's own per-text identifier, for checking results against."""
+        return _langid()
 
     def identify(self, text: pa.Array) -> tuple[pa.Array, pa.Array]:
         """(language code, probability) per row; null for null rows."""
