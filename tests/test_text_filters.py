@@ -319,3 +319,16 @@ def test_filters_in_one_pipeline_keep_the_rows_every_reference_keeps(ray_session
     assert 0 < len(expected) < len(texts)
     assert sorted(r["text"] for r in rows) == sorted(expected)
     assert math.isclose(rows[0]["stats.text_len"], len(rows[0]["text"]))
+
+
+def test_language_tables_come_from_the_cache_and_a_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch):
+    from sluice.operators.text import language
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = language._model_tables()
+    (stored,) = (tmp_path / "sluice" / "langid").iterdir()
+    again = language._model_tables()
+    assert all((again[k] == built[k]).all() for k in built)
+    stored.write_bytes(stored.read_bytes()[:1000])
+    rebuilt = language._model_tables()
+    assert all((rebuilt[k] == built[k]).all() for k in built) and stored.stat().st_size > 1000
