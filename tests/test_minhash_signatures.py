@@ -134,9 +134,14 @@ def test_non_latin_scripts_need_character_shingles():
     assert has.all() and (by_space[0] == by_space[2]).all() and not (by_space[0] == by_space[1]).any()
 
 
-def test_lowercase_applies_to_all_scripts():
-    sig, _ = sg.signatures(pa.array(["ÉCOLE Straße ΑΘΗΝΑ", "école straße αθηνα"]), sg.Shingling(window_size=2), 32)
+@pytest.mark.parametrize("tokenization", sg.TOKENIZATIONS)
+def test_lowercase_applies_to_all_scripts(tokenization):
+    texts = pa.array(["ÉCOLE Straße ΑΘΗΝΑ", "école straße αθηνα", "The QUICK, Brown fox", "the quick, brown fox"])
+    sig, _ = sg.signatures(texts, sg.Shingling(tokenization, window_size=2), 32)
     np.testing.assert_array_equal(sig[0], sig[1])
+    np.testing.assert_array_equal(sig[2], sig[3])
+    cased, _ = sg.signatures(texts, sg.Shingling(tokenization, window_size=2, lowercase=False), 32)
+    assert (cased[2] != cased[3]).any() and (cased[3] == sig[3]).all()
 
 
 def test_huge_document():

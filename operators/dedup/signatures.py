@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from sluice.operators.dedup.datasketch_internals import lsh_optimal_param
 from sluice.operators.splitmix import GOLDEN_GAMMA
 from sluice.operators.string_buffers import string_buffers
+from sluice.operators.text.byte_flags import change_where
 
 TOKENIZATIONS = ("space", "punctuation", "character")
 MAX_HASH = np.uint32(0xFFFFFFFF)
@@ -40,6 +41,7 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _COMBINE = np.uint64(GOLDEN_GAMMA)
 _SPACE = 32
+_BY_SPACE, _BY_CHARACTER, _GIVEN = 0, 1, 2  # how the kernel finds a document's units
 _U8, _U13, _U16, _U24 = np.uint64(8), np.uint64(13), np.uint64(16), np.uint64(24)
 _C1, _C2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
 _B0, _B1 = np.uint64(0xFF), np.uint64(0xFF00)
@@ -88,7 +90,8 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 def normalize(texts, shingling: Shingling) -> pa.Array:
-    """Lowercase and remove the ignore pattern, as one string array (nulls become empty)."""
+    """Remove the ignore pattern, as one string array (nulls become empty), and lowercase all
+    but ASCII letters, which the signature kernel lowercases."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
     if pa.types.is_large_string(texts.type) or pa.types.is_string_view(texts.type):
@@ -96,72 +99,73 @@ def normalize(texts, shingling: Shingling) -> pa.Array:
     elif not pa.types.is_string(texts.type):
         raise TypeError(f"text column must hold strings, got {texts.type}")
     texts = pc.fill_null(texts, "")
-    if shingling.lowercase:
+    if shingling.lowercase and shingling.ignore_pattern:
         texts = pc.utf8_lower(texts)
+    elif shingling.lowercase:  # the kernel lowercases ASCII letters: only other rows need Arrow
+        texts = change_where(texts, np.logical_not(pc.string_is_ascii(texts)), pc.utf8_lower)
     if shingling.ignore_pattern:
         texts = pc.replace_substring_regex(texts, pattern=shingling.ignore_pattern, replacement="")
     return texts
 
 
 def units(texts, shingling: Shingling):
-    """Byte ranges of every unit: (data, unit starts, unit ends, per-document unit offsets)."""
+    """(data, each document's byte range in data, and for punctuation the unit starts, unit
+    ends and per-document unit offsets; space and character units are found in the kernel)."""
     texts = normalize(texts, shingling)
-    if shingling.tokenization == "punctuation":
-        # An empty text would split into one empty piece; it has no units.
-        texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, texts.type), texts)
-        pieces = pc.split_pattern_regex(texts, pattern=r"\p{P}")
-        values = pieces.values if not isinstance(pieces, pa.ChunkedArray) else pieces.combine_chunks().values
-        data, value_offsets = string_buffers(values)
-        list_offsets = np.asarray(pieces.offsets, dtype=np.int64)
-        first = list_offsets[0]
-        starts = value_offsets[first:list_offsets[-1]]
-        ends = value_offsets[first + 1:list_offsets[-1] + 1]
-        return data, starts, ends, list_offsets - first
-    data, offsets = string_buffers(texts)
-    if shingling.tokenization == "space":
-        return (data, *_split_spaces(data, offsets))
-    return (data, *_split_chars(data, offsets))
+    none = np.zeros(0, np.int64)
+    if shingling.tokenization != "punctuation":
+        data, offsets = string_buffers(texts)
+        return data, offsets, none, none, none
+    # An empty text would split into one empty piece; it has no units.
+    texts = pc.if_else(pc.equal(texts, ""), pa.scalar(None, texts.type), texts)
+    pieces = pc.split_pattern_regex(texts, pattern=r"\p{P}")
+    values = pieces.values if not isinstance(pieces, pa.ChunkedArray) else pieces.combine_chunks().values
+    data, value_offsets = string_buffers(values)
+    list_offsets = np.asarray(pieces.offsets, dtype=np.int64)
+    first = list_offsets[0]
+    starts = value_offsets[first:list_offsets[-1]]
+    ends = value_offsets[first + 1:list_offsets[-1] + 1]
+    return data, value_offsets[list_offsets], starts, ends, list_offsets - first
 
 
-@numba.njit(cache=True, nogil=True)
-def _split_spaces(data, offsets):
-    n = len(offsets) - 1
-    starts = np.empty(offsets[n] - offsets[0] + 1, np.int64)
-    ends = np.empty_like(starts)
-    doc_off = np.zeros(n + 1, np.int64)
+@numba.njit(nogil=True, inline="always")
+def _document_units(data, lo, hi, mode, starts, ends, first, last, lower, buf, ustart, uend, unit_hash):
+    """Copy document bytes data[lo:hi] into buf (ASCII letters lowercased with `lower`), write
+    its units' ranges in buf into ustart/uend and their FNV-1a hashes into unit_hash; return the
+    number of units."""
+    length = hi - lo
+    for i in range(lo, hi):
+        c = data[i]
+        buf[i - lo] = c + 32 if lower and 65 <= c <= 90 else c
     k = 0
-    for d in range(n):
-        start = offsets[d]
-        for i in range(offsets[d], offsets[d + 1] + 1):
-            if i == offsets[d + 1] or data[i] == _SPACE:
-                if i > start:
-                    starts[k] = start
-                    ends[k] = i
-                    k += 1
-                start = i + 1
-        doc_off[d + 1] = k
-    return starts[:k], ends[:k], doc_off
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_chars(data, offsets):
-    n = len(offsets) - 1
-    total = offsets[n] - offsets[0]
-    starts = np.empty(total, np.int64)
-    ends = np.empty(total, np.int64)
-    doc_off = np.zeros(n + 1, np.int64)
-    k = 0
-    for d in range(n):
-        for i in range(offsets[d], offsets[d + 1]):
-            if (data[i] & 0xC0) != 0x80:  # first byte of a code point
-                if k > doc_off[d]:
-                    ends[k - 1] = i
-                starts[k] = i
+    if mode == _GIVEN:
+        for j in range(first, last):
+            ustart[k] = starts[j] - lo
+            uend[k] = ends[j] - lo
+            h = _FNV_OFFSET
+            for i in range(ustart[k], uend[k]):
+                h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
+            unit_hash[k] = h
+            k += 1
+        return k
+    start, h = 0, _FNV_OFFSET
+    for i in range(length):
+        c = buf[i]
+        if mode == _BY_SPACE and c == _SPACE:
+            if i > start:
+                ustart[k], uend[k], unit_hash[k] = start, i, h
                 k += 1
-        if k > doc_off[d]:
-            ends[k - 1] = offsets[d + 1]
-        doc_off[d + 1] = k
-    return starts[:k], ends[:k], doc_off
+            start, h = i + 1, _FNV_OFFSET
+            continue
+        if mode == _BY_CHARACTER and (c & 0xC0) != 0x80 and i > start:  # a code point's first byte
+            ustart[k], uend[k], unit_hash[k] = start, i, h
+            k += 1
+            start, h = i, _FNV_OFFSET
+        h = (h ^ np.uint64(c)) * _FNV_PRIME
+    if length > start:
+        ustart[k], uend[k], unit_hash[k] = start, length, h
+        k += 1
+    return k
 
 
 @numba.njit(inline="always")
@@ -265,34 +269,37 @@ def _sha1_hash32(data, starts, ends, first, count, sep, state, block, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _signatures(data, starts, ends, doc_off, window, sep, compat, a, b, out, has):
+def _signatures(data, doc_bytes, starts, ends, unit_off, mode, lower, window, sep, compat, a, b, out, has):
     n, num_perm = out.shape
     state = np.zeros(5, np.uint64)
     block = np.zeros(64, np.uint8)
     w = np.zeros(80, np.uint64)
     mins = np.empty(num_perm, np.uint32)
+    buf = np.empty(0, np.uint8)
+    ustart = np.empty(0, np.int64)
+    uend = np.empty(0, np.int64)
     unit_hash = np.empty(0, np.uint64)
     for d in range(n):
-        first, last = doc_off[d], doc_off[d + 1]
-        n_units = last - first
+        lo, hi = doc_bytes[d], doc_bytes[d + 1]
+        first, last = (unit_off[d], unit_off[d + 1]) if mode == _GIVEN else (0, 0)
+        size = max(hi - lo + 1, last - first)
+        if len(buf) < size:  # per-document buffers, grown to the longest document so far
+            buf = np.empty(max(size, 2 * len(buf)), np.uint8)
+            ustart = np.empty(len(buf), np.int64)
+            uend = np.empty(len(buf), np.int64)
+            unit_hash = np.empty(len(buf), np.uint64)
+        n_units = _document_units(data, lo, hi, mode, starts, ends, first, last, lower, buf, ustart, uend,
+                                  unit_hash)
         if n_units == 0:
             has[d] = False
             out[d, :] = MAX_HASH
             continue
         has[d] = True
         width = min(window, n_units)
-        if not compat:
-            if len(unit_hash) < n_units:
-                unit_hash = np.empty(max(n_units, 2 * len(unit_hash)), np.uint64)
-            for j in range(n_units):
-                h = _FNV_OFFSET
-                for i in range(starts[first + j], ends[first + j]):
-                    h = (h ^ np.uint64(data[i])) * _FNV_PRIME
-                unit_hash[j] = h
         mins[:] = MAX_HASH
         for s in range(n_units - width + 1):
             if compat:
-                base = _sha1_hash32(data, starts, ends, first + s, width, sep, state, block, w)
+                base = _sha1_hash32(buf, ustart, uend, s, width, sep, state, block, w)
             else:
                 h = np.uint64(width)
                 for j in range(s, s + width):
@@ -311,14 +318,15 @@ def signatures(texts, shingling: Shingling, num_perm: int, seed: int = 1,
     """MinHash signatures (n, num_perm) uint32 and a mask of documents that have shingles.
 
     Rows without shingles hold the empty-set signature (all 0xFFFFFFFF)."""
-    data, starts, ends, doc_off = units(texts, shingling)
-    n = len(doc_off) - 1
+    data, doc_bytes, starts, ends, unit_off = units(texts, shingling)
+    n = len(doc_bytes) - 1
     a, b = permutations(num_perm, seed)
     out = np.empty((n, num_perm), np.uint32)
     has = np.empty(n, np.bool_)
+    mode = {"space": _BY_SPACE, "character": _BY_CHARACTER, "punctuation": _GIVEN}[shingling.tokenization]
     sep = -1 if shingling.tokenization == "character" else _SPACE
-    _signatures(data, starts, ends, doc_off, shingling.window_size, sep, datasketch_compatible,
-                a, b, out, has)
+    _signatures(data, doc_bytes, starts, ends, unit_off, mode, shingling.lowercase, shingling.window_size, sep,
+                datasketch_compatible, a, b, out, has)
     return out, has
 
 
