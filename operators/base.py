@@ -184,6 +184,11 @@ class WholeDatasetOperator(Operator):
         """The same on one table, in this process; an operator without it runs only on Ray."""
         raise NotImplementedError
 
+    def only_drops_rows(self) -> bool:
+        """Whether its rows out are some of its rows in, unchanged, without the columns its
+        `prepare` added and with none of its own: a local run then checkpoints them as ids."""
+        return False
+
     @classmethod
     def runs_in_process(cls) -> bool:
         return cls.apply_table is not WholeDatasetOperator.apply_table

@@ -119,10 +119,18 @@ class RunFolder:
         """Where the rows after whole-dataset stage `index` are checkpointed."""
         return self.checkpoint / f"after-{index:03d}"
 
-    def save_stage(self, index: int, files: list[Location], ledger_state: dict) -> None:
+    def part_chunks(self, done: dict[int, dict]) -> list[Location]:
+        """The checkpointed rows of the finished input parts `done` (`finished_parts`), in input order."""
+        return [self.checkpoint / c["file"] for i in sorted(done) for c in done[i]["chunks"] if c["file"]]
+
+    def save_stage(self, index: int, files: list[Location], ledger_state: dict,
+                   id_columns: list[str] | None = None) -> None:
         """Mark stage `index`'s checkpointed rows (`files`) whole, with the run's counts so far;
-        the earlier stages' checkpoints are then of no more use."""
-        marker = {"stage": index, "files": [f.name for f in files], "ledger": ledger_state}
+        the earlier stages' checkpoints are then of no more use. With `id_columns`, the files
+        hold only the rows' ids: the rows are those of the input parts' checkpoints, with these
+        columns."""
+        marker = {"stage": index, "files": [f.name for f in files], "ledger": ledger_state,
+                  "id_columns": id_columns}
         (self.checkpoint / f"after-{index:03d}.done.json").write_bytes(json_bytes(marker))
         for earlier in self.checkpoint.children("after-*"):
             if earlier.name < f"after-{index:03d}":

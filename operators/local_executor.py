@@ -22,6 +22,7 @@ import threading
 from typing import Callable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .base import ID_COLUMN
@@ -75,6 +76,7 @@ def in_threads(fn: Callable, items: Sequence, workers: int, on_done: Callable[[i
 
 class LocalExecutor:
     name = "local"
+    saves_ids = True  # rows that are some of the checkpointed ones are checkpointed as their ids
 
     def __init__(self, num_cpus: int | None = None):
         self.num_cpus = num_cpus or len(os.sched_getaffinity(0))
@@ -109,6 +111,17 @@ class LocalExecutor:
         in_threads(write, range(len(blocks)), self.num_cpus)
         return files
 
+    def save_ids(self, blocks: Blocks, folder: Location) -> tuple[list[Location], list[str]]:
+        """Checkpoint only the ids of `blocks` (rows that are some of the checkpointed ones); and
+        their columns."""
+        return self.save([b.select([ID_COLUMN]) for b in blocks], folder), blocks[0].column_names
+
+    def rows_with_ids(self, blocks: Blocks, id_files: list[Location], columns: list[str]) -> Blocks:
+        """The rows of `blocks` whose ids `id_files` hold (`save_ids`), in their order, with `columns`."""
+        rows = pa.concat_tables(blocks, promote_options="permissive")
+        ids = pa.concat_tables(self.load(id_files)).column(ID_COLUMN)
+        return self._cut(rows.take(pc.index_in(ids, value_set=rows.column(ID_COLUMN))).select(columns))
+
     def materialize(self, blocks: Blocks) -> Blocks:
         return blocks
 
@@ -119,9 +132,11 @@ class LocalExecutor:
         return in_threads(lambda b: fn(b, **kwargs), blocks, self.num_cpus)
 
     def whole_dataset(self, op, blocks: Blocks, ctx) -> Blocks:
-        table = op.apply_table(pa.concat_tables(blocks, promote_options="permissive"), ctx)
-        # Cut into a few blocks per thread (views, no copy), so that the stages after it, the
-        # checkpoint and the writer use every thread.
+        return self._cut(op.apply_table(pa.concat_tables(blocks, promote_options="permissive"), ctx))
+
+    def _cut(self, table: pa.Table) -> Blocks:
+        """A few blocks per thread (views, no copy), so that the stages after a whole-dataset
+        operator, the checkpoint and the writer use every thread."""
         rows = max(SLICE_ROWS, -(-table.num_rows // (4 * self.num_cpus)))
         return [table.slice(start, rows) for start in range(0, max(table.num_rows, 1), rows)]
 

@@ -250,15 +250,21 @@ class Pipeline:
                               + f" in {time.perf_counter() - started:.1f}s")
                 done = folder.finished_parts()
                 ledger.finish_many([e for i in sorted(done) for e in marker_entries(done[i])])
-                data = runner.load([folder.checkpoint / c["file"] for i in sorted(done)
-                                    for c in done[i]["chunks"] if c["file"]])
+                data = runner.load(folder.part_chunks(done))
             else:  # the rows after a whole-dataset operator, with the counts up to there
                 ledger.restore(restart["ledger"])
-                data = runner.load([folder.stage_folder(restart["stage"]) / name for name in restart["files"]])
+                saved = [folder.stage_folder(restart["stage"]) / name for name in restart["files"]]
+                if restart.get("id_columns") is not None:
+                    data = runner.rows_with_ids(runner.load(folder.part_chunks(folder.finished_parts())), saved,
+                                                restart["id_columns"])
+                else:
+                    data = runner.load(saved)
                 progress.done(f"{runner.name}: resumed after {stages[restart['stage']][1][0][0]} from the "
                               "interrupted run's checkpoint")
 
             upstream = None
+            # Whether `data` holds some of the checkpointed rows, unchanged, with none but their columns.
+            checkpointed_rows = restart is None or restart.get("id_columns") is not None
             for i, (kind, steps) in enumerate(stages[1:], 1):
                 label, op = steps[0] if steps else (None, None)
                 if kind == "dataset":
@@ -274,19 +280,25 @@ class Pipeline:
                         conflicts = _conflicting_columns(ledger.output_schemas(stage.key))
                         if conflicts:
                             data = runner.map_blocks(data, _as_json_text, columns=conflicts)
+                            checkpointed_rows = False
                         before, data = data, runner.whole_dataset(op, data, ctx)
                         if tracer is not None and self.trace.wants(label):
                             tracer.add(label, TRACE_KINDS[op.kind], runner.removed(before, data, self.trace.limit))
                     count = Count(label, rows_in, runner.count(data), 0, time.perf_counter() - start)
                     ledger.finish(("driver", label), [count])
                     progress.done(f"{label}: {count.rows_in:,} -> {count.rows_out:,} rows in {count.seconds:.1f}s")
-                    if tracer is None:  # (a traced run resumes from the input parts' checkpoints)
+                    checkpointed_rows = checkpointed_rows and op.only_drops_rows()
+                    if tracer is None and checkpointed_rows and runner.saves_ids and count.rows_out:
+                        files, columns = runner.save_ids(data, folder.stage_folder(i))
+                        folder.save_stage(i, files, ledger.state(), id_columns=columns)
+                    elif tracer is None:  # (a traced run resumes from the input parts' checkpoints)
                         folder.save_stage(i, runner.save(data, folder.stage_folder(i)), ledger.state())
                     upstream = label
                     continue
                 stage = fused(i, steps, upstream)
                 if restart is None or i > restart["stage"]:
                     data = runner.fused(stage, data)
+                    checkpointed_rows = checkpointed_rows and not any(o.row_local for _, o in steps)
                 upstream = None
 
             data_dir = folder.partial / "data"

@@ -26,6 +26,7 @@ from .trace import removed_items
 
 class RayExecutor:
     name = "ray"
+    saves_ids = False  # (restoring rows by id would take a join)
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, quiet: bool = False):
         self.address, self.requested_cpus, self.quiet = address, num_cpus, quiet

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import psutil
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from sluice.operators import Mapper, Pipeline, create_operator, param, register
 from sluice.operators.dedup.exact import document_deduplicator
-from sluice.operators.commit import OutputError
+from sluice.operators.commit import OutputError, partial_folder
 from sluice.operators.io import read_output
 from sluice.operators.recipe import load_recipe
 
@@ -271,6 +272,14 @@ def test_a_run_interrupted_after_a_whole_dataset_operator_resumes_after_it(ray_s
     with pytest.raises(RuntimeError, match="failing once"):
         pipeline().run(str(inputs), output=tmp_path / "out", quiet=True, executor=executor)
     assert log.read_text() == "ran\n"
+    # The rows after the first dedup are some of the checkpointed ones: a local run keeps only their ids.
+    checkpoint = partial_folder(tmp_path / "out") / "checkpoint"
+    stage = json.loads((checkpoint / "after-001.done.json").read_text())
+    saved = pq.read_table(checkpoint / "after-001")
+    if executor == "local":
+        assert saved.column_names == ["__id__"] and stage["id_columns"][:2] == ["text", "__id__"]
+    else:
+        assert "text" in saved.column_names and stage["id_columns"] is None
     resumed = pipeline().run(str(inputs), output=tmp_path / "out", quiet=True, executor=executor, resume=True)
     assert log.read_text() == "ran\n"  # the first dedup did not run again
     assert resumed.table().to_pylist() == expected.table().to_pylist()

@@ -89,6 +89,9 @@ class document_deduplicator(Deduplicator):
         return ds.map_batches(_keep_first, batch_format="pyarrow",
                               fn_kwargs={"keepers": SortedTable.build(keepers, ID_COLUMN)})
 
+    def only_drops_rows(self) -> bool:
+        return True
+
     def apply_table(self, table: pa.Table, ctx) -> pa.Table:
         keepers = self.first_ids(table.select([KEY_COLUMN, ID_COLUMN])).column(ID_COLUMN)
         keep = pc.is_in(table.column(ID_COLUMN), value_set=keepers).to_numpy(zero_copy_only=False)

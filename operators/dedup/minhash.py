@@ -148,6 +148,9 @@ class document_minhash_deduplicator(Deduplicator):
         ctx.add_report_section(f"{self.name}: near-duplicate clusters", _stats_html(stats) + sample)
         return self._finish(ds, SortedTable.build(members, ID_COLUMN))
 
+    def only_drops_rows(self) -> bool:
+        return not self.cluster_column
+
     def apply_table(self, table: pa.Table, ctx) -> pa.Table:
         """`apply` on one table: the same steps, each on every row at once."""
         columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
