@@ -123,13 +123,14 @@ def test_repetition_on_many_rows_matches_reference():
 
 
 def test_word_stats_with_many_distinct_words_match_reference():
-    # Thousands of distinct words in mixed case, scripts and punctuation: the word table
-    # grows many times; equal words must still match across rows and case.
+    # Thousands of distinct words in mixed case, scripts and punctuation: the word table and
+    # the distinct words' characters grow many times; equal words must still match across
+    # rows and case.
     rng = np.random.default_rng(5)
     letters = list("abcdeABCDE") + ["é", "É", "ж", "Ж", "ß"]
-    vocab = ["".join(rng.choice(letters, size=rng.integers(1, 6))) for _ in range(6000)]
+    vocab = ["".join(rng.choice(letters, size=rng.integers(1, 12))) for _ in range(20000)]
     dressed = [w if rng.random() < 0.7 else f"({w}," for w in vocab] + ["the", "The.", "--"]
-    texts = [" ".join(rng.choice(dressed, size=rng.integers(0, 400))) + "\n" for _ in range(60)]
+    texts = [" ".join(rng.choice(dressed, size=rng.integers(0, 800))) + "\n" for _ in range(60)]
     texts += [texts[0] + " " + texts[0]]  # a row repeating another's words exactly
     check(stats_of("words_num_filter", texts)[0]["num_words"], per_text(lambda t: len(ref_words(t)), texts))
     check(stats_of("word_repetition_filter", texts, rep_len=2)[0]["word_rep_ratio_2"],

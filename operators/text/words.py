@@ -243,15 +243,16 @@ _mix = numba.njit(inline="always")(splitmix64_mix)  # spreads a polynomial hash 
 
 
 @numba.njit(inline="always")
-def _same_word(cps, a, b, length, lower):
+def _same_word(chars, start, cps, a, length, lower):
     for k in range(length):
-        if lower[cps[a + k]] != lower[cps[b + k]]:
+        if chars[start + k] != lower[cps[a + k]]:
             return False
     return True
 
 
-# One slot of the distinct-word hash table: the word's id and hash, and where its first
-# occurrence lies in the code points (one record per slot: one cache miss per probe).
+# One slot of the distinct-word hash table: the word's id and hash, and where its lowercase
+# characters lie in the batch's `chars` (one record per slot: one cache miss per probe; the
+# distinct words' characters are few and close together, unlike their first occurrences).
 _WORD_SLOT = np.dtype([("id", np.int64), ("hash", np.uint64), ("start", np.int64), ("length", np.int64)])
 
 
@@ -272,16 +273,16 @@ def _word_table(size, old):
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_words(cps, offsets, lower, special, table, row, ids, counts, distinct, words):
+def _add_words(cps, offsets, lower, special, table, row, ids, counts, distinct, words, chars, used):
     """Split rows row, row+1, ... into refined words (see `Words`) and look each up in `table`
-    (open addressing; equal hashes confirmed character by character), adding new ones. Stops
-    before a row that could fill the table more than half; returns (that row, distinct words,
-    words so far)."""
+    (open addressing; equal hashes confirmed character by character), adding new ones, whose
+    lowercase characters go to chars[used:]. Stops before a row that could fill the table more
+    than half or overflow `chars`; returns (that row, distinct words, words so far, chars used)."""
     mask = np.uint64(len(table) - 1)
     base = _GOLDEN
     while row < len(offsets) - 1:
         i, end_of_row = offsets[row], offsets[row + 1]
-        if 2 * (distinct + (end_of_row - i + 1) // 2) > len(table):
+        if 2 * (distinct + (end_of_row - i + 1) // 2) > len(table) or used + end_of_row - i > len(chars):
             break
         while i < end_of_row:
             while i < end_of_row and (cps[i] == 32 or cps[i] == 10 or cps[i] == 9):
@@ -304,36 +305,44 @@ def _add_words(cps, offsets, lower, special, table, row, ids, counts, distinct, 
             while True:
                 entry = table[slot]
                 if entry.id < 0:
-                    entry.id, entry.hash, entry.start, entry.length = distinct, h, a, b - a
+                    entry.id, entry.hash, entry.start, entry.length = distinct, h, used, b - a
+                    for j in range(a, b):
+                        chars[used] = lower[cps[j]]
+                        used += 1
                     distinct += 1
                     break
-                if entry.hash == h and entry.length == b - a and _same_word(cps, entry.start, a, b - a, lower):
+                if entry.hash == h and entry.length == b - a and _same_word(chars, entry.start, cps, a, b - a, lower):
                     break
                 slot = (slot + np.uint64(1)) & mask
             ids[words] = entry.id
             words += 1
             counts[row] += 1
         row += 1
-    return row, distinct, words
+    return row, distinct, words, used
 
 
 def _split_words(cps, offsets, lower, special):
-    """Per word its distinct word's id, per row the word count, and the first occurrences
-    (start, length in `cps`) of the distinct words in id order."""
+    """Per word its distinct word's id, per row the word count, and the distinct words in id
+    order: their lowercase characters and where each starts in them, and its length."""
     rows = len(offsets) - 1
     ids = np.empty((len(cps) + rows) // 2 + 1, dtype=np.int32)
     counts = np.zeros(rows, dtype=np.int64)
     table = _word_table(1024, np.empty(0, dtype=_WORD_SLOT))
-    row = distinct = words = 0
+    chars = np.empty(1 << 16, dtype=np.uint32)
+    row = distinct = words = used = 0
     while True:
-        row, distinct, words = _add_words(cps, offsets, lower, special, table, row, ids, counts,
-                                          distinct, words)
+        row, distinct, words, used = _add_words(cps, offsets, lower, special, table, row, ids, counts,
+                                                distinct, words, chars, used)
         if row == rows:
             break
-        table = _word_table(2 * len(table), table)
+        row_length = offsets[row + 1] - offsets[row]
+        if 2 * (distinct + (row_length + 1) // 2) > len(table):
+            table = _word_table(2 * len(table), table)
+        if used + row_length > len(chars):
+            chars = np.concatenate([chars, np.empty(max(len(chars), row_length), dtype=np.uint32)])
     entries = table[table["id"] >= 0]
     entries = entries[np.argsort(entries["id"])]
-    return ids[:words], counts, entries["start"].copy(), entries["length"].copy()
+    return ids[:words], counts, chars[:used], entries["start"].copy(), entries["length"].copy()
 
 
 @numba.njit(inline="always")
@@ -355,15 +364,15 @@ def put_utf8(data, size, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def _utf8(cps, starts, lengths, lower):
-    """The lowercase characters of cps[starts[i]:starts[i]+lengths[i]] for every i, as UTF-8
-    bytes and int64 offsets (an Arrow large_string array's buffers)."""
+def _utf8(chars, starts, lengths):
+    """The characters chars[starts[i]:starts[i]+lengths[i]] for every i, as UTF-8 bytes and
+    int64 offsets (an Arrow large_string array's buffers)."""
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     data = np.empty(4 * lengths.sum(), dtype=np.uint8)
     size = 0
     for i in range(len(starts)):
         for j in range(starts[i], starts[i] + lengths[i]):
-            size = put_utf8(data, size, lower[cps[j]])
+            size = put_utf8(data, size, chars[j])
         offsets[i + 1] = size
     return data[:size], offsets
 
@@ -373,8 +382,8 @@ def refined_words(arr: pa.Array) -> Words:
     """Split `arr` into refined words (see `Words`)."""
     cps, char_offsets = codepoints(arr)
     lower = lowercase()
-    ids, counts, starts, lengths = _split_words(cps, char_offsets, lower, char_class("special"))
-    data, vocab_offsets = _utf8(cps, starts, lengths, lower)
+    ids, counts, chars, starts, lengths = _split_words(cps, char_offsets, lower, char_class("special"))
+    data, vocab_offsets = _utf8(chars, starts, lengths)
     vocab = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(vocab_offsets), pa.py_buffer(data))
     offsets = np.zeros(len(arr) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
