@@ -4,8 +4,8 @@ langid (its model ships inside the PyPI package) classifies one text at a time w
 loop over the text's bytes: about 70 documents of 400 words per second here. Its model is a
 byte automaton whose states emit n-gram features, followed by naive Bayes. Here a numba kernel
 runs the automaton over each text, counts the states it visits, and adds each visited state's
-class log-probabilities (its features folded in) times its count. The scores are langid's own,
-up to float rounding.
+class log-probabilities (its features folded in) times its count; most states a text visits emit
+no feature and are skipped. The scores are langid's own, up to float rounding.
 
 Two things make it fast: a few texts walk the automaton in lockstep (one text's walk is a chain of
 dependent lookups, waiting on the cache), and the state rows (7 MB, more than a core's cache) are
@@ -45,11 +45,11 @@ def _step(next_state, visits, visited, base, state, byte, distinct):
 
 
 @numba.njit(cache=True, nogil=True)
-def _visit_states(data, offsets, start, stop, next_state, visits, visited, pair_state, pair_text,
+def _visit_states(data, offsets, start, stop, next_state, emits, visits, visited, pair_state, pair_text,
                   pair_count):
     """Walks texts start..stop through the automaton, LANES at a time, and writes each text's
-    distinct visited states and their counts as pairs; returns how many. visits is zero on entry
-    and on return."""
+    distinct visited states that emit features (`emits`) and their counts as pairs; returns how
+    many. visits is zero on entry and on return."""
     states = len(visits) // LANES
     pos = np.empty(LANES, np.int64)
     end = np.empty(LANES, np.int64)
@@ -74,7 +74,7 @@ def _visit_states(data, offsets, start, stop, next_state, visits, visited, pair_
                 pair_state[pairs], pair_text[pairs] = s, first + i - start
                 pair_count[pairs] = visits[i * states + s]
                 visits[i * states + s] = 0
-                pairs += 1
+                pairs += emits[s]  # most states a text visits emit nothing: a zero row
     return pairs
 
 
@@ -106,7 +106,7 @@ def _add_state_rows(pair_state, pair_text, pair_count, pairs, state_logp, total)
 
 
 @numba.njit(cache=True, nogil=True)
-def _log_probabilities(data, offsets, next_state, state_logp, prior):
+def _log_probabilities(data, offsets, next_state, emits, state_logp, prior):
     """Per text (data[offsets[i]:offsets[i+1]]), the class log-probabilities."""
     rows, states = len(offsets) - 1, len(state_logp)
     logp = np.empty((rows, len(prior)), dtype=np.float64)
@@ -118,7 +118,7 @@ def _log_probabilities(data, offsets, next_state, state_logp, prior):
     pair_count = np.empty(capacity, np.int32)
     for start in range(0, rows, BATCH):
         stop = min(start + BATCH, rows)
-        pairs = _visit_states(data, offsets, start, stop, next_state, visits, visited,
+        pairs = _visit_states(data, offsets, start, stop, next_state, emits, visits, visited,
                               pair_state, pair_text, pair_count)
         total = logp[start:stop]
         total[:] = prior
@@ -181,6 +181,7 @@ class BatchLanguageIdentifier:
         tables = _model_tables()
         self.classes, self.prior = tables["classes"], tables["prior"]
         self.next_state, self.state_logp = tables["next_state"], tables["state_logp"]
+        self.emits = (self.state_logp != 0).any(axis=1).astype(np.int64)
 
     @functools.cached_property
     def langid(self):
@@ -195,7 +196,7 @@ class BatchLanguageIdentifier:
         # Only rows beyond ASCII need Arrow's lowercase (the automaton lowercases ASCII).
         prepared = change_where(filled, (byte_flags(filled) & NON_ASCII) != 0, pc.utf8_lower)
         data, offsets = string_buffers(prepared)
-        logp = _log_probabilities(data, offsets, self.next_state, self.state_logp, self.prior)
+        logp = _log_probabilities(data, offsets, self.next_state, self.emits, self.state_logp, self.prior)
         best = logp.argmax(axis=1)
         score = 1.0 / np.exp(logp - logp[np.arange(len(best)), best][:, None]).sum(axis=1)
         mask = text.is_null().to_numpy(zero_copy_only=False) if text.null_count else None
