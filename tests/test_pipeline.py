@@ -205,7 +205,8 @@ def test_exact_dedup_keys_are_the_texts_arrow_normalizes(lowercase, ignore_non_c
     from sluice.operators.dedup.exact import IGNORED
 
     texts = ["Hello, World! 123", "KELVIN \u212a sign İstanbul ǅ", "Ünïcödé — “quotes” ½ ٣ 𝟘",
-             "中文，标点。", "emoji 😀 ok\u00a0nbsp\u2003x", "", "a\tb\nc\rd\fe\vf", "ΣΑΣ ς", "ﬁ ß ẞ"]
+             "中文，标点。", "emoji 😀 ok\u00a0nbsp\u2003x", "", "a\tb\nc\rd\fe\vf", "ΣΑΣ ς", "ﬁ ß ẞ",
+             "".join(map(chr, range(128)))]
     expected = pa.array(texts)
     if lowercase:
         expected = pc.utf8_lower(expected)

@@ -21,14 +21,20 @@ IGNORED = r"[\s\d\pP\pS]"
 
 
 @numba.njit(cache=True, nogil=True)
-def _normalized(cps, offsets, lower, ignored, lowercase, ignore, data):
+def _normalized(cps, offsets, lower, ignored, lowercase, ignore, ascii_byte, ascii_kept, data):
     """The rows of code points `cps` (row i: cps[offsets[i]:offsets[i+1]]), lowercased and
-    without ignored characters, as UTF-8 in `data`; returns the rows' byte offsets."""
+    without ignored characters, as UTF-8 in `data`; returns the rows' byte offsets. An ASCII
+    character c becomes ascii_byte[c], or nothing where ascii_kept[c] is 0 (branch-free)."""
     out = np.zeros(len(offsets), dtype=np.int64)
     size = 0
     for r in range(len(offsets) - 1):
         for j in range(offsets[r], offsets[r + 1]):
-            c = lower[cps[j]] if lowercase else np.uint32(cps[j])
+            c = cps[j]
+            if c < 128:
+                data[size] = ascii_byte[c]
+                size += ascii_kept[c]
+                continue
+            c = lower[c] if lowercase else np.uint32(c)
             if not (ignore and ignored[c]):
                 size = put_utf8(data, size, c)
         out[r + 1] = size
@@ -42,8 +48,11 @@ def normalized(text: pa.Array, lowercase: bool, ignore_non_character: bool) -> t
         return string_buffers(text)
     cps, offsets = codepoints(text)
     lower, ignored = arrow_lowercase(), arrow_matches(IGNORED)
+    ascii_byte = (lower[:128] if lowercase else np.arange(128)).astype(np.uint8)
+    ascii_kept = (~ignored[ascii_byte] if ignore_non_character else np.ones(128, bool)).astype(np.int64)
     data = np.empty(len(cps) * (1 if cps.itemsize == 1 else 4), dtype=np.uint8)
-    return data, _normalized(cps, offsets, lower, ignored, lowercase, ignore_non_character, data)
+    return data, _normalized(cps, offsets, lower, ignored, lowercase, ignore_non_character, ascii_byte,
+                             ascii_kept, data)
 
 
 def digest(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
