@@ -37,10 +37,13 @@ def _compared(c):
 
 
 @numba.njit(cache=True, nogil=True)
-def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_len, data):
-    """Writes each row's kept pieces as UTF-8 into `data`; returns the rows' byte offsets."""
+def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_len, key_char, in_key, data):
+    """Writes each row's kept pieces as UTF-8 into `data`; returns the rows' byte offsets and
+    how many rows lost a piece. An ASCII character c counts in a key as key_char[c], where
+    in_key[c] is 1 (tables, so that the common case is branch-free)."""
     rows = len(offsets) - 1
     out = np.zeros(rows + 1, dtype=np.int64)
+    changed = 0
     longest = 0
     for r in range(rows):
         longest = max(longest, offsets[r + 1] - offsets[r])
@@ -52,6 +55,7 @@ def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_l
     key_hash = np.empty(pieces, dtype=np.uint64)
     table = np.full(_power_of_two(2 * pieces), -1, dtype=np.int64)  # piece with the first of a key
     filled = np.empty(pieces, dtype=np.uint64)                       # the table's slots in use
+    kept = np.empty(pieces, dtype=np.bool_)
     mask = np.uint64(len(table) - 1)
     size = 0
     for r in range(rows):
@@ -84,12 +88,15 @@ def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_l
             key_start[p] = used
             h = np.uint64(0)
             for j in range(a, b):
-                c = lower[cps[j]] if lowercase else np.uint32(cps[j])
-                if only_compared and not _compared(c):
-                    continue
+                c = np.uint32(cps[j])
+                if c < 128:
+                    c, counted = key_char[c], in_key[c]
+                else:
+                    c = lower[c] if lowercase else c
+                    counted = not only_compared or _compared(c)
                 keys[used] = c
-                used += 1
-                h = h * _GOLDEN + np.uint64(c) + np.uint64(1)
+                used += counted
+                h = h * _GOLDEN + np.uint64(c) + np.uint64(1) if counted else h
             length = used - key_start[p]
             key_length[p], key_hash[p] = length, _mix(h + np.uint64(length))
             slot = key_hash[p] & mask
@@ -105,21 +112,34 @@ def _without_repeats(cps, offsets, lower, space, lowercase, only_compared, min_l
                 table[slot] = p
                 filled[firsts] = slot
                 firsts += 1
-            if first or newline or length < min_len:
-                for j in range(cuts[p], cuts[p + 1]):
-                    size = put_utf8(data, size, cps[j])
+            kept[p] = first or newline or length < min_len
         table[filled[:firsts]] = -1
+        whole = kept[:n].all()
+        changed += not whole
+        if whole and cps.itemsize == 1:  # ASCII, as it was
+            data[size:size + end - begin] = cps[begin:end]
+            size += end - begin
+        else:
+            for p in range(n):
+                if kept[p]:
+                    for j in range(cuts[p], cuts[p + 1]):
+                        size = put_utf8(data, size, cps[j])
         out[r + 1] = size
-    return out
+    return out, changed
 
 
 def without_repeated_sentences(text: pa.Array, lowercase: bool, only_compared: bool, min_len: int) -> pa.Array:
     """`text` with every sentence whose key an earlier sentence of the same row had removed
     (see the module's docstring); null rows stay null."""
     cps, offsets = codepoints(text)
+    lower = arrow_lowercase()
+    key_char = lower[:128] if lowercase else np.arange(128, dtype=lower.dtype)
+    in_key = np.array([not only_compared or _compared(c) for c in key_char], dtype=np.int64)
     data = np.empty(len(cps) * (1 if cps.itemsize == 1 else 4), dtype=np.uint8)
-    byte_offsets = _without_repeats(cps, offsets, arrow_lowercase(), arrow_whitespace(), lowercase,
-                                    only_compared, min_len, data)
+    byte_offsets, changed = _without_repeats(cps, offsets, lower, arrow_whitespace(), lowercase, only_compared,
+                                             min_len, key_char, in_key, data)
+    if not changed:
+        return text
     validity = pc.is_valid(text).buffers()[1] if text.null_count else None
     result = pa.LargeStringArray.from_buffers(len(text), pa.py_buffer(byte_offsets), pa.py_buffer(data[:byte_offsets[-1]]),
                                               validity, text.null_count)
