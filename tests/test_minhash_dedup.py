@@ -130,6 +130,16 @@ def test_no_duplicates_returns_every_row(ray_session, tmp_path):
     assert "no near-duplicates" in report
 
 
+def scipy_roots(a, b, n) -> dict[int, int]:
+    """Every node of the edges (a, b) that is not its component's lowest node, to that node."""
+    _, label = scipy_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    nodes = np.unique(np.r_[a, b])
+    lowest = {}
+    for node in nodes:
+        lowest[label[node]] = min(lowest.get(label[node], node), node)
+    return {int(v): int(lowest[label[v]]) for v in nodes if lowest[label[v]] != v}
+
+
 def test_connected_components_match_scipy(ray_session):
     import ray
 
@@ -143,15 +153,40 @@ def test_connected_components_match_scipy(ray_session):
     result, rounds = connected_components(edges, 2)
     got = pa.concat_tables(ray.get(result.to_arrow_refs())).to_pydict()
 
-    _, label = scipy_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
-    nodes = np.unique(np.r_[a, b])
-    lowest = {}
-    for node in nodes:
-        lowest[label[node]] = min(lowest.get(label[node], node), node)
-    expected = {int(v): int(lowest[label[v]]) for v in nodes if lowest[label[v]] != v}
+    expected = scipy_roots(a, b, n)
     assert len(got["src"]) == len(expected)
     assert dict(zip(got["src"], got["dst"])) == expected
     assert rounds > 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.int64])
+def test_pairs_are_sorted_and_unique_as_numpy_would(dtype):
+    from sluice.operators.dedup.components import _sorted_unique_pairs
+
+    rng = np.random.default_rng(9)
+    for high in (5, 1 << 20, 1 << 62):  # few, many and huge values: different bucket shifts
+        a = rng.integers(-high if dtype == np.int64 else 0, high, 20_000).astype(dtype)
+        b = rng.integers(-50 if dtype == np.int64 else 0, 50, 20_000).astype(dtype)
+        pairs = np.unique(np.stack([a, b], axis=1), axis=0)  # sorted by a, then b
+        got_a, got_b = _sorted_unique_pairs(a, b)
+        np.testing.assert_array_equal(got_a, pairs[:, 0])
+        np.testing.assert_array_equal(got_b, pairs[:, 1])
+
+
+@pytest.mark.parametrize("spacing", [1, 1 << 32])  # document ids of one input part, or of many
+def test_local_connected_components_match_scipy(spacing):
+    from sluice.operators.dedup.components import bucket_edges, local_connected_components
+
+    rng = np.random.default_rng(8)
+    n = 20_000
+    keys = rng.integers(0, 3_000, n // 2).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # band keys
+    members = rng.integers(0, n, n // 2)
+    edges = bucket_edges(pa.table({"key": keys, "id": members * spacing}))
+    result, _ = local_connected_components(edges)
+    a, b = edges["src"].to_numpy() // spacing, edges["dst"].to_numpy() // spacing
+    expected = {v * spacing: root * spacing for v, root in scipy_roots(a, b, n).items()}
+    assert dict(zip(result["src"].to_pylist(), result["dst"].to_pylist())) == expected
+    assert len(result) == len(expected)
 
 
 def test_a_data_juicer_recipe_with_minhash_runs_unchanged(tmp_path, ray_session):

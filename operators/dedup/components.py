@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 import pyarrow as pa
 
 from ..shuffle import group_by
 
 MAX_ROUNDS = 64
+BUCKET_BITS = 16  # buckets of the pair sort: 65,536, a few hundred pairs each for 16M band keys
 
 
 @functools.cache
@@ -48,8 +50,53 @@ def _first_of_group(starts: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
 
 
+@numba.njit(cache=True, nogil=True)
+def _pair_order(a, b):
+    """Indices that put the pairs (a[i], b[i]) of uint64 in lexicographic order: a counting pass
+    sends each pair to a bucket by a's top bits, then each bucket, small, is sorted (a few
+    times faster than numpy's lexsort on millions of pairs)."""
+    n = len(a)
+    order = np.empty(n, np.int64)
+    if n == 0:
+        return order
+    shift = 0
+    while (a.max() >> np.uint64(shift)) >= np.uint64(1 << BUCKET_BITS):
+        shift += 1
+    starts = np.zeros((1 << BUCKET_BITS) + 1, np.int64)
+    for i in range(n):
+        starts[(a[i] >> np.uint64(shift)) + np.uint64(1)] += 1
+    for k in range(1 << BUCKET_BITS):
+        starts[k + 1] += starts[k]
+    at = starts[:-1].copy()
+    for i in range(n):
+        k = a[i] >> np.uint64(shift)
+        order[at[k]] = i
+        at[k] += 1
+    for k in range(1 << BUCKET_BITS):
+        lo, hi = starts[k], starts[k + 1]
+        if hi - lo < 2:
+            continue
+        bucket = order[lo:hi]
+        bucket[:] = bucket[np.argsort(a[bucket], kind="mergesort")]
+        run = 0
+        for j in range(1, hi - lo + 1):  # pairs of equal a: by b
+            if j == hi - lo or a[bucket[j]] != a[bucket[run]]:
+                if j - run > 1:
+                    equal = bucket[run:j]
+                    equal[:] = equal[np.argsort(b[equal], kind="mergesort")]
+                run = j
+    return order
+
+
+def _ordered_uint64(x: np.ndarray) -> np.ndarray:
+    """`x` as uint64 values in the same order (a signed value's sign bit flipped)."""
+    if x.dtype == np.uint64:
+        return x
+    return x.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+
+
 def _sorted_unique_pairs(a: np.ndarray, b: np.ndarray):
-    order = np.lexsort((b, a))
+    order = _pair_order(_ordered_uint64(a), _ordered_uint64(b))
     a, b = a[order], b[order]
     keep = np.ones(len(a), dtype=bool)
     keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
