@@ -110,11 +110,25 @@ def _edges(src, dst, changed=None) -> pa.Table:
     return pa.table(columns)
 
 
+@numba.njit(cache=True, nogil=True)
+def _bucket_members(keys, ids, order):
+    """Over the pairs in `order` (sorted by key, then id): each id after the first of its key's
+    bucket, once, and that first (lowest) id."""
+    src = np.empty(len(order), np.int64)
+    dst = np.empty(len(order), np.int64)
+    edges, first = 0, 0
+    for j in range(1, len(order)):
+        if keys[order[j]] != keys[order[first]]:
+            first = j
+        elif ids[order[j]] != ids[order[j - 1]]:
+            src[edges], dst[edges] = ids[order[j]], ids[order[first]]
+            edges += 1
+    return src[:edges], dst[:edges]
+
+
 def bucket_edges(table: pa.Table) -> pa.Table:
-    keys, ids = _sorted_unique_pairs(table["key"].to_numpy(), table["id"].to_numpy())
-    starts = _group_starts(keys)
-    lowest = ids[_first_of_group(starts)]
-    return _edges(ids[~starts], lowest[~starts])
+    keys, ids = table["key"].to_numpy(), table["id"].to_numpy()
+    return _edges(*_bucket_members(keys, ids, _pair_order(_ordered_uint64(keys), _ordered_uint64(ids))))
 
 
 def candidate_edges(band_rows, num_partitions: int):
