@@ -24,6 +24,11 @@ class RunContext:
     def add_report_section(self, title: str, html: str) -> None:
         self.report_sections.append((title, html))
 
+    def map(self, fn, items) -> list:
+        """[fn(item) for item in items] on `num_cpus` threads, for work that releases the GIL."""
+        with ThreadPoolExecutor(self.num_cpus) as pool:
+            return list(pool.map(fn, items))
+
     def filter(self, table: pa.Table, keep: np.ndarray) -> pa.Table:
         """The rows of `table` where `keep` is true, copied batch by batch on `num_cpus` threads
         (one thread takes seconds to copy gigabytes of text); `table` itself when all are kept."""
@@ -35,5 +40,4 @@ class RunContext:
         def kept(i: int) -> pa.RecordBatch:
             return batches[i].filter(pa.array(keep[bounds[i]:bounds[i + 1]]))
 
-        with ThreadPoolExecutor(self.num_cpus) as pool:
-            return pa.Table.from_batches(list(pool.map(kept, range(len(batches)))), schema=table.schema)
+        return pa.Table.from_batches(self.map(kept, range(len(batches))), schema=table.schema)

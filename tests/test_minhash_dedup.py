@@ -189,6 +189,26 @@ def test_local_connected_components_match_scipy(spacing):
     assert len(result) == len(expected)
 
 
+@pytest.mark.parametrize("distinct", [800, 10**9])  # band values often shared, or (almost) never
+def test_band_by_band_edges_are_the_bucket_edges_of_all_band_keys(distinct):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sluice.operators.dedup.components import band_edges, bucket_edges
+
+    rng = np.random.default_rng(3)
+    n, bands = 5_000, 7
+    values = rng.integers(0, distinct, (n, bands))
+    keys = (values * bands + np.arange(bands)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    ids = rng.permutation(4 * n)[:n].astype(np.int64) << 32  # ids in no order, low bits all 0
+    expected = bucket_edges(pa.table({"key": keys.reshape(-1), "id": np.repeat(ids, bands)}))
+    with ThreadPoolExecutor(2) as pool:
+        got = band_edges(keys, ids, pool.map)
+    assert got.num_rows == expected.num_rows
+    assert sorted(zip(got["src"].to_pylist(), got["dst"].to_pylist())) == \
+        sorted(zip(expected["src"].to_pylist(), expected["dst"].to_pylist()))
+    assert (got.num_rows > 1000) == (distinct == 800)
+
+
 def test_a_data_juicer_recipe_with_minhash_runs_unchanged(tmp_path, ray_session):
     originals = [" ".join(words(120)) for _ in range(5)]
     rows = originals + [originals[0], originals[2].replace("word", "Word", 3), "", "tiny text"]

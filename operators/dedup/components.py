@@ -1,7 +1,7 @@
 """Near-duplicate clustering on Ray Data without collecting data or edges in one process.
 
-Building blocks, each a distributed Ray Data step (`local_connected_components` and
-`SortedTable.of_table` do the same on one table in a local run, with the same partition functions):
+Building blocks, each a distributed Ray Data step (`band_edges`, `local_connected_components`
+and `SortedTable.of_table` do the same on one table in a local run):
 - `group_by` (`operators/shuffle.py`): hash-partition on a key, then one vectorized call per
   partition (a partition holds every row of its keys).
 - `candidate_edges`: (band key, doc id) rows grouped by band key; every document in a bucket
@@ -129,6 +129,51 @@ def _bucket_members(keys, ids, order):
 def bucket_edges(table: pa.Table) -> pa.Table:
     keys, ids = table["key"].to_numpy(), table["id"].to_numpy()
     return _edges(*_bucket_members(keys, ids, _pair_order(_ordered_uint64(keys), _ordered_uint64(ids))))
+
+
+@numba.njit(cache=True, nogil=True)
+def _shared_key_edges(keys, ids):
+    """For one band's keys of documents `ids`: an edge from each document whose key others
+    share to the lowest id among them. An open-addressing table of the keys (hashes already,
+    so their low bits place them) finds the shared ones in one pass, where a sort of millions
+    of keys takes seconds; most keys are unique, so a second pass runs only if any is not."""
+    n = len(keys)
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    mask = np.uint64(size - 1)
+    used = np.zeros(size, np.bool_)
+    slot_key = np.empty(size, np.uint64)
+    slot_min = np.empty(size, np.int64)
+    slot_of = np.empty(n, np.int64)
+    shared = 0
+    for i in range(n):
+        s = keys[i] & mask
+        while used[s] and slot_key[s] != keys[i]:
+            s = (s + np.uint64(1)) & mask
+        if used[s]:
+            shared += 1
+            slot_min[s] = min(slot_min[s], ids[i])
+        else:
+            used[s], slot_key[s], slot_min[s] = True, keys[i], ids[i]
+        slot_of[i] = s
+    src = np.empty(shared, np.int64)
+    dst = np.empty(shared, np.int64)
+    edges = 0
+    for i in range(n if shared else 0):
+        lowest = slot_min[slot_of[i]]
+        if ids[i] != lowest:
+            src[edges], dst[edges] = ids[i], lowest
+            edges += 1
+    return src[:edges], dst[:edges]
+
+
+def band_edges(keys: np.ndarray, ids: np.ndarray, map_fn=map) -> pa.Table:
+    """`bucket_edges` of the band keys (documents x bands, from `band_keys`) of documents `ids`,
+    band by band (keys of different bands never meet), the bands through `map_fn`."""
+    found = list(map_fn(lambda band: _shared_key_edges(keys[:, band], ids), range(keys.shape[1])))
+    return _edges(np.concatenate([s for s, _ in found] or [np.zeros(0, np.int64)]),
+                  np.concatenate([d for _, d in found] or [np.zeros(0, np.int64)]))
 
 
 def candidate_edges(band_rows, num_partitions: int):

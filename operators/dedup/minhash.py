@@ -14,7 +14,7 @@ from ..base import ID_COLUMN, Deduplicator, ParamError, param, register
 from ..html_render import html_items, html_table
 from . import signatures as sg
 from ..shuffle import group_by
-from .components import (SortedTable, bucket_edges, candidate_edges, column_sum, connected_components,
+from .components import (SortedTable, band_edges, candidate_edges, column_sum, connected_components,
                          local_connected_components)
 
 SIGNATURE_COLUMN = "__minhash__"
@@ -155,7 +155,7 @@ class document_minhash_deduplicator(Deduplicator):
         """`apply` on one table: the same steps, each on every row at once."""
         columns = [ID_COLUMN, SIGNATURE_COLUMN] + ([SCORE_COLUMN] if self.keep != "first" else [])
         started = time.perf_counter()
-        edges = bucket_edges(_band_rows(table, self.bands, self.rows))
+        edges = band_edges(*_band_keys(table, self.bands, self.rows, ctx.map), ctx.map)
         stats = {"documents": table.num_rows, "bands": self.bands, "rows_per_band": self.rows,
                  "candidate_pairs": edges.num_rows, "seconds_to_candidates": _since(started)}
         # The (id, signature) lookup, a kilobyte per document, is built only when there are pairs.
@@ -219,19 +219,24 @@ def _stats_html(stats: dict) -> str:
     return html_items([(k.replace("_", " "), v) for k, v in stats.items()])
 
 
-def _band_rows(table: pa.Table, bands: int, rows: int) -> pa.Table:
-    """(band key, id) of every band of the documents that have a signature, batch by batch (the
-    signatures, a kilobyte per document, are never copied into one array)."""
-    keys, ids = [], []
-    for batch in table.select([ID_COLUMN, SIGNATURE_COLUMN]).to_batches():
+def _band_keys(table: pa.Table, bands: int, rows: int, map_fn=map) -> tuple[np.ndarray, np.ndarray]:
+    """(band keys, documents x bands; ids) of the documents that have a signature, batch by
+    batch through `map_fn` (the signatures, a kilobyte per document, are never copied into one
+    array)."""
+    def keyed(batch: pa.RecordBatch):
         if batch.column(1).null_count:
             batch = batch.filter(pc.is_valid(batch.column(1)))
-        if batch.num_rows:
-            keys.append(sg.band_keys(sg.from_arrow(batch.column(1)), bands, rows).reshape(-1))
-            ids.append(np.repeat(batch.column(0).to_numpy(), bands))
-    if not keys:
-        return pa.table({"key": pa.array([], pa.uint64()), "id": pa.array([], pa.int64())})
-    return pa.table({"key": np.concatenate(keys), "id": np.concatenate(ids)})
+        return sg.band_keys(sg.from_arrow(batch.column(1)), bands, rows), batch.column(0).to_numpy()
+
+    found = list(map_fn(keyed, table.select([ID_COLUMN, SIGNATURE_COLUMN]).to_batches()))
+    return (np.concatenate([k for k, _ in found] or [np.zeros((0, bands), np.uint64)]),
+            np.concatenate([i for _, i in found] or [np.zeros(0, np.int64)]))
+
+
+def _band_rows(table: pa.Table, bands: int, rows: int) -> pa.Table:
+    """(band key, id) of every band of the documents that have a signature."""
+    keys, ids = _band_keys(table, bands, rows)
+    return pa.table({"key": pa.array(keys.reshape(-1), pa.uint64()), "id": pa.array(np.repeat(ids, bands), pa.int64())})
 
 
 def _verified(edges: pa.Table, table: SortedTable, threshold: float) -> pa.Table:
