@@ -189,6 +189,11 @@ class WholeDatasetOperator(Operator):
         `prepare` added and with none of its own: a local run then checkpoints them as ids."""
         return False
 
+    def duplicate_key(self) -> str | None:
+        """A column, once `prepare` has run, whose equal values make rows duplicates of which
+        only the lowest id is kept: a local run drops the others early (see `dedup.seen`)."""
+        return None
+
     @classmethod
     def runs_in_process(cls) -> bool:
         return cls.apply_table is not WholeDatasetOperator.apply_table

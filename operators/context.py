@@ -31,13 +31,15 @@ class RunContext:
 
     def filter(self, table: pa.Table, keep: np.ndarray) -> pa.Table:
         """The rows of `table` where `keep` is true, copied batch by batch on `num_cpus` threads
-        (one thread takes seconds to copy gigabytes of text); `table` itself when all are kept."""
+        (one thread takes seconds to copy gigabytes of text); a batch that keeps all its rows,
+        and `table` when all are kept, as they are."""
         if keep.all():
             return table
         batches = table.to_batches()
         bounds = np.cumsum([0] + [b.num_rows for b in batches])
 
         def kept(i: int) -> pa.RecordBatch:
-            return batches[i].filter(pa.array(keep[bounds[i]:bounds[i + 1]]))
+            part = keep[bounds[i]:bounds[i + 1]]
+            return batches[i] if part.all() else batches[i].filter(pa.array(part))
 
         return pa.Table.from_batches(self.map(kept, range(len(batches))), schema=table.schema)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .base import ID_COLUMN
 from .commit import RunFolder
+from .dedup.seen import SeenKeys
 from .io import InputPart, write_table
 from .progress import Progress
 from .stage import CHECKPOINT_PARQUET, SLICE_ROWS, FusedStage, checkpoint_part
@@ -93,8 +94,9 @@ class LocalExecutor:
 
     def checkpoint(self, folder: RunFolder, parts: list[tuple[int, InputPart]], stage: FusedStage,
                    text_key: str, progress: Progress) -> None:
+        seen = SeenKeys.for_stage(stage)
         in_threads(lambda item: checkpoint_part(folder, item[0], item[1], stage=stage, text_key=text_key,
-                                                kept=self.kept),
+                                                kept=self.kept, seen=seen),
                    parts, self.num_cpus,
                    lambda done: progress.update(f"input parts read and checkpointed: {done}/{len(parts)}"))
 

@@ -286,7 +286,9 @@ class Pipeline:
                             tracer.add(label, TRACE_KINDS[op.kind], runner.removed(before, data, self.trace.limit))
                     count = Count(label, rows_in, runner.count(data), 0, time.perf_counter() - start)
                     ledger.finish(("driver", label), [count])
-                    progress.done(f"{label}: {count.rows_in:,} -> {count.rows_out:,} rows in {count.seconds:.1f}s")
+                    total = ledger.snapshot()["counts"][label]  # with the rows a local run dropped early
+                    progress.done(f"{label}: {total.rows_in - total.rejected:,} -> {count.rows_out:,} rows "
+                                  f"in {count.seconds:.1f}s")
                     checkpointed_rows = checkpointed_rows and op.only_drops_rows()
                     if tracer is None and checkpointed_rows and runner.saves_ids and count.rows_out:
                         files, columns = runner.save_ids(data, folder.stage_folder(i))

@@ -168,12 +168,12 @@ def _reject_all(table: pa.Table, reason: str) -> pa.Table:
 
 
 def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: FusedStage, text_key: str,
-                    kept: dict[str, pa.Table] | None = None) -> None:
+                    kept: dict[str, pa.Table] | None = None, seen=None) -> None:
     """Reads input part `ordinal`, runs the first fused stage on it and commits the result to the
     run's checkpoint: one Parquet file per chunk of rows and the part's rejects, then, last, its
     completion marker (ledger records, stat samples). A resumed run takes the parts that have one
     as they are. (A Ray task in a Ray run; a local run `kept` the chunks by path, so as not to
-    read them back.)"""
+    read them back, and drops the duplicates its `seen` keys show, see `dedup.seen`.)"""
     for earlier in folder.checkpoint.children(f"{ordinal:05d}-*"):  # an earlier try's
         earlier.unlink()
     rejects = Rejects()
@@ -183,6 +183,9 @@ def checkpoint_part(folder: RunFolder, ordinal: int, part: InputPart, *, stage: 
     for i, table in enumerate(reader.tables()):
         began = time.perf_counter()
         key, table, records, chunk_samples = stage.run(table, rejects)
+        if seen is not None and table.num_rows:
+            table, dropped = seen.drop_seen(table)
+            records.append(dropped)
         name = f"{ordinal:05d}-{i:05d}.parquet" if table.num_rows else None
         if name:
             (folder.checkpoint / name).write_with(lambda out, t=table: pq.write_table(t, out, **CHECKPOINT_PARQUET))

@@ -146,6 +146,20 @@ def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_p
         assert sorted(r["line"] for r in rejects) == [1235, 2501]  # numbered as in the whole file
 
 
+def test_a_local_run_drops_early_only_rows_whose_key_a_lower_id_has():
+    from sluice.operators.dedup.seen import SeenKeys
+
+    seen = SeenKeys("document_deduplicator", "key")
+
+    def drop(ids, keys):
+        table, count = seen.drop_seen(pa.table({"__id__": pa.array(ids, pa.int64()), "key": keys}))
+        return table["__id__"].to_pylist(), count.dropped
+
+    assert drop([10, 11, 12], [b"a", b"b", b"a"]) == ([10, 11], 1)  # a later part, reached first
+    assert drop([1, 2], [b"b", b"c"]) == ([1, 2], 0)  # lower ids are kept (11 is the dedup's to drop)
+    assert drop([20, 21, 22], [b"b", b"c", b"d"]) == ([22], 2)
+
+
 def test_local_threads_keep_the_order_and_raise_the_first_error():
     import time
 

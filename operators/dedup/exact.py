@@ -101,6 +101,9 @@ class document_deduplicator(Deduplicator):
     def only_drops_rows(self) -> bool:
         return True
 
+    def duplicate_key(self) -> str:
+        return KEY_COLUMN
+
     def apply_table(self, table: pa.Table, ctx) -> pa.Table:
         keepers = self.first_ids(table.select([KEY_COLUMN, ID_COLUMN])).column(ID_COLUMN)
         keep = pc.is_in(table.column(ID_COLUMN), value_set=keepers).to_numpy(zero_copy_only=False)
