@@ -19,7 +19,6 @@ files the writers write.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import os
@@ -225,19 +224,20 @@ def _open_bytes(path: str, compression: str | None):
     return Location.of(path).open_input_stream({"gz": "gzip", "zst": "zstd"}.get(compression))
 
 
-def _line_chunks(stream) -> Iterator[bytes]:
-    """Chunks of whole lines, about CHUNK_BYTES each. Small reads keep what a failing read
-    loses small: the whole lines before a failure are yielded, then its error is raised."""
+def _line_chunks(stream, read_bytes: int = READ_BYTES) -> Iterator[bytes]:
+    """Chunks of whole lines, about CHUNK_BYTES each, from reads of `read_bytes`. Small reads
+    (of a compressed stream) keep what a failing read loses small: the whole lines before a
+    failure are yielded, then its error is raised."""
     pieces, size = [], 0
     try:
-        while data := stream.read(READ_BYTES):
-            pieces.append(data)
+        while data := stream.read(read_bytes):
             size += len(data)
-            if size >= CHUNK_BYTES:
-                chunk, rest = _whole_lines(pieces)
-                if chunk:
-                    yield chunk
-                pieces, size = [rest], len(rest)
+            cut = data.rfind(b"\n") + 1 if size >= CHUNK_BYTES else 0
+            if not cut:
+                pieces.append(data)
+                continue
+            yield b"".join([*pieces, memoryview(data)[:cut]])
+            pieces, size = [data[cut:]], len(data) - cut
     except OSError:
         chunk, _ = _whole_lines(pieces)
         if chunk:
@@ -576,7 +576,7 @@ class FileReader:
         line_base, part = self.part.first_line, self.part
         ranged = part.end is not None
         with _ByteRange(part.path, part.start, part.end) if ranged else _open_bytes(self.path, compression) as stream:
-            for chunk in _line_chunks(stream):
+            for chunk in _line_chunks(stream, CHUNK_BYTES if ranged else READ_BYTES):
                 n_lines = chunk.count(b"\n")
                 table = self._parse_jsonl_fast(chunk, n_lines)
                 if table is not None:
@@ -592,7 +592,7 @@ class FileReader:
             return None
         try:
             opts = pa_json.ReadOptions(block_size=max(1 << 20, len(chunk) + 1))
-            table = pa_json.read_json(io.BytesIO(chunk), read_options=opts)
+            table = pa_json.read_json(pa.BufferReader(chunk), read_options=opts)
             table.validate(full=True)  # the reader passes bytes that are not UTF-8 through
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None

@@ -146,6 +146,22 @@ def test_a_large_file_read_in_parts_gives_what_it_gives_whole(ray_session, tmp_p
         assert sorted(r["line"] for r in rejects) == [1235, 2501]  # numbered as in the whole file
 
 
+@pytest.mark.parametrize("read_bytes", [7, 64, 100_000])
+def test_line_chunks_are_the_whole_lines_of_the_stream_in_order(monkeypatch, read_bytes):
+    import io as stdio
+    import random
+
+    from sluice.operators import io
+
+    monkeypatch.setattr(io, "CHUNK_BYTES", 50)
+    rng = random.Random(read_bytes)
+    lines = [b"x" * rng.choice([0, 3, 40, 120]) + b"\n" for _ in range(300)]
+    data = b"".join(lines) + b"no newline at the end"
+    chunks = list(io._line_chunks(stdio.BytesIO(data), read_bytes))
+    assert b"".join(chunks) == data + b"\n"
+    assert all(c.endswith(b"\n") for c in chunks) and len(chunks) > (20 if read_bytes < 100 else 1)
+
+
 def test_a_local_run_drops_early_only_rows_whose_key_a_lower_id_has():
     from sluice.operators.dedup.seen import SeenKeys
 
