@@ -4,9 +4,11 @@
 
 The kernels compile on first use and are cached (NUMBA_CACHE_DIR, see `sluice.operators`), so
 without this step the first run on a machine pays about 15 s of compilation. The Makefile runs
-it once after installing, as `compileall` does for bytecode. Each built-in operator that can
-be built with its defaults runs on two short rows; one that cannot (it needs a model or a
-required parameter) is skipped, and its kernels compile on first use as before.
+it once after installing, as `compileall` does for bytecode. A kernel compiles once per type of
+its arguments, so each built-in operator runs, with its defaults and as each built-in recipe
+sets it, on short ASCII rows, on rows with other characters and on empty rows, each row written
+twice so that the dedups reach their duplicate paths too. One that cannot be built (it needs a
+model or a required parameter) is skipped, and its kernels compile on first use as before.
 """
 
 from __future__ import annotations
@@ -16,39 +18,74 @@ import time
 
 import pyarrow as pa
 
-from .base import ID_COLUMN, OPERATORS, SOURCE_COLUMN, Filter, Mapper, load_builtin_operators
+from .base import ID_COLUMN, OPERATORS, SOURCE_COLUMN, Filter, Mapper, Operator, load_builtin_operators
+from .context import RunContext
 
-SAMPLE = ["A first document, with a few words. And a second sentence, written twice! And a second "
-          "sentence, written twice! https://example.org mail@example.org 127.0.0.1",
-          "机器学习是人工智能的一个分支。 Ünïcödé text, digits 12345 and symbols $$$ ★★★"]
+SAMPLES = (
+    ["A first document, with a few words. And a second sentence, written twice! And a second "
+     "sentence, written twice! https://example.org mail@example.org 127.0.0.1"],
+    ["机器学习是人工智能的一个分支。 Ünïcödé text, digits 12345 and symbols $$$ ★★★",
+     "Plain ASCII beside it."],
+    [""],
+)
 
 
-def sample_table() -> pa.Table:
-    return pa.table({"text": SAMPLE, ID_COLUMN: pa.array([0, 1], pa.int64()),
-                     SOURCE_COLUMN: ["sample", "sample"]})
+def sample_tables() -> list[pa.Table]:
+    def table(texts: list[str]) -> pa.Table:
+        texts = texts * 2
+        return pa.table({"text": texts, ID_COLUMN: pa.array(range(len(texts)), pa.int64()),
+                         SOURCE_COLUMN: ["sample"] * len(texts)})
+
+    return [table(texts) for texts in SAMPLES]
 
 
-def compile_all() -> tuple[list[str], list[str]]:
-    """(operators run, operators skipped)."""
+def builtin_operators() -> tuple[list[Operator], list[str]]:
+    """(each built-in operator with its defaults and as each built-in recipe sets it, the names
+    of those that cannot be built with their defaults)."""
+    from .recipe import RecipeError, builtin_recipes, load_recipe
+
     load_builtin_operators()
-    ran, skipped = [], []
+    ops, unbuilt = [], []
     for name, cls in sorted(OPERATORS.items()):
         if not cls.__module__.startswith("sluice.operators."):
             continue
         try:
-            op = cls()
-            table = sample_table()
-            if isinstance(op, Filter):
-                op.keep(op.with_stats(table))
-            elif isinstance(op, Mapper):
-                op.process(table)
-            else:
-                op.prepare(table)
-        except Exception:  # noqa: BLE001 - it needs a model or a parameter: compiled on first use
-            skipped.append(name)
+            ops.append(cls())
+        except Exception:  # noqa: BLE001 - it needs a parameter: compiled on first use
+            unbuilt.append(name)
+    for recipe in builtin_recipes():
+        try:
+            ops += load_recipe(recipe).pipeline.ops
+        except RecipeError:  # it names a model that is not here (llm_score's tiny model)
             continue
-        ran.append(name)
-    return ran, skipped
+    return ops, unbuilt
+
+
+def run_on(op: Operator, table: pa.Table) -> None:
+    if isinstance(op, Filter):
+        op.keep(op.with_stats(table))
+    elif isinstance(op, Mapper):
+        op.process(table)
+    elif op.runs_in_process():
+        op.apply_table(op.prepare(table), RunContext())
+    else:  # the LLM operators: only their row-local part runs without a model
+        op.prepare(table)
+
+
+def compile_all() -> tuple[list[str], list[str]]:
+    """(operators run, operators skipped)."""
+    ops, skipped = builtin_operators()
+    ran = []
+    for op in ops:
+        try:
+            for table in sample_tables():
+                run_on(op, table)
+        except Exception:  # noqa: BLE001 - it needs a model: compiled on first use
+            skipped.append(op.name)
+            continue
+        ran.append(op.name)
+    ran = list(dict.fromkeys(ran))
+    return ran, sorted(set(skipped) - set(ran))
 
 
 def main() -> int:
