@@ -4,8 +4,9 @@
 
 Builds (once, cached under benchmarks/data/) a corpus of documents of about 400 words drawn
 from the vocabulary of the Python standard library's docstrings, with 5% exact duplicates,
-runs the built-in `webtext_clean` recipe on it through Ray Data, and prints docs/s per core for
-every operator (each operator's own time inside the fused stage, so the figure is per core)
+runs the built-in `webtext_clean` recipe on it with the default executor (`auto`: in this
+process when the text takes at most a fifth of free memory, else on Ray Data), and prints docs/s
+per core for every operator (each operator's own time inside the fused stage, so the figure is per core)
 and for the fused stage of filters as a whole.
 """
 
