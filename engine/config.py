@@ -28,7 +28,7 @@ class EngineConfig:
     enforce_eager: bool = False           # True: skip compilation (starts ~3x faster on CPU)
     memory_utilization: float = 0.3       # fraction of device (or CPU) memory vLLM may reserve
     prefix_grouping: bool = True          # False: submit in the caller's order, as plain vLLM
-    in_process: bool = False              # run vLLM's engine core and worker in this process
+    in_process: bool = False              # run vLLM's engine core and worker in this process (one open at a time)
 
     def __post_init__(self):
         if not self.model:

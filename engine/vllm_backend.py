@@ -15,24 +15,36 @@ from typing import Sequence
 
 import psutil
 
-from .config import EngineConfig
+from .config import EngineConfig, EngineConfigError
 from .types import Completion, Prompt, SamplingParams
 from .vllm_internals import engine_core_in_this_process, kv_cache_blocks, shutdown_engine_core
 
 CLOSE_TIMEOUT_S = 5
+
+# vLLM keeps one distributed state per process and an in-process engine core tears it down when
+# it closes, so a second in-process engine would share the first's and break when either closes.
+_open_in_process: "VLLMBackend | None" = None
 
 
 class VLLMBackend:
     """One `vllm.LLM` built from an EngineConfig."""
 
     def __init__(self, config: EngineConfig):
+        global _open_in_process
         config.check()
+        if config.in_process and _open_in_process is not None:
+            raise EngineConfigError(
+                "engine: an in-process vLLM engine is already open in this process (vLLM keeps "
+                "one distributed state per process); close it first or build this one with "
+                "in_process=False")
         from vllm import LLM
 
         self.config = config
         before = child_pids()
         with engine_core_in_this_process() if config.in_process else contextlib.nullcontext():
             self.llm = LLM(**config.vllm_kwargs())
+        if config.in_process:
+            _open_in_process = self
         self._processes = children_since(before)
         self.tokenizer = self.llm.get_tokenizer()
         # vLLM keeps one block as its null block; the rest hold KV.
@@ -56,11 +68,14 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Stop the engine core and its workers and wait until they are gone; safe to call twice."""
+        global _open_in_process
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
         shutdown_engine_core(llm, CLOSE_TIMEOUT_S)
         reap(self._processes)
+        if _open_in_process is self:
+            _open_in_process = None
 
 
 def child_pids() -> set[int]:

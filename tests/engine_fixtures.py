@@ -28,7 +28,10 @@ def engine_config(tiny_model):
 @pytest.fixture(scope="session")
 def engine(engine_config):
     """vLLM's engine core in the test process: no two processes importing vLLM (about 25 s
-    of each start); the tests of the engine's processes build their own."""
+    of each start); the tests of the engine's processes build their own. Built with numba's
+    llvmlite loaded, as in a Ray worker that ran the text operators."""
+    import llvmlite.binding  # noqa: F401
+
     with BatchEngine(dataclasses.replace(engine_config, in_process=True)) as e:
         yield e
 

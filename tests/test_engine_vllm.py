@@ -126,17 +126,24 @@ def test_closing_the_engine_leaves_no_engine_processes(engine_config):
     assert not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_an_in_process_engine_starts_beside_numba_and_leaves_vllm_as_it_was(engine_config):
-    """In one process with the text operators' numba (as a Ray worker that ran them), and
-    afterwards vLLM's environment still says engine cores get their own process, so an online
-    engine (which needs one) can start there."""
+def test_an_in_process_engine_starts_beside_numba_and_leaves_vllm_as_it_was(engine):
+    """The session engine is built in this process with the text operators' numba loaded (as in
+    a Ray worker that ran them); afterwards vLLM's environment still says engine cores get their
+    own process, so an online engine (which needs one) can start here."""
     import os
+    import sys
 
-    import llvmlite.binding  # noqa: F401  (loaded with numba)
     import vllm.envs
 
-    with BatchEngine(dataclasses.replace(engine_config, in_process=True)) as e:
-        assert not e.backend._processes
-        assert e.generate(["one more"], FIXED)[0].output_tokens == 3
+    assert "llvmlite.binding.ffi" in sys.modules
+    assert not engine.backend._processes
+    assert engine.generate(["one more"], FIXED)[0].output_tokens == 3
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
     assert vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING
+
+
+def test_a_second_in_process_engine_is_refused_and_the_open_one_keeps_working(engine, engine_config):
+    """Closing a second in-process engine would tear down the vLLM state the first one runs on."""
+    with pytest.raises(EngineConfigError, match=r"^engine: an in-process vLLM engine is already open"):
+        BatchEngine(dataclasses.replace(engine_config, in_process=True))
+    assert engine.generate(["still here"], FIXED)[0].output_tokens == 3
