@@ -14,19 +14,17 @@ pytestmark = [pytest.mark.vllm, pytest.mark.alone, pytest.mark.timeout(900)]
 
 
 # Its own server, which it stops. The drain lasts while the stream is generated (about 17 s on
-# this 2-core machine); the checks go through a client made before the stream starts: one made
-# while vLLM generated took as long as the whole stream (its SSL context was loading), and the
-# server had then finished the stream and stopped.
+# this 2-core machine); the checks go through the client made before the stream starts: one
+# made while vLLM generated took as long as the whole stream (its SSL context was loading), and
+# the server had then finished the stream and stopped.
 @pytest.mark.flaky(reruns=2)
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path):
-    headers = {"Authorization": f"Bearer {KEY}"}
     with served(tmp_path) as (proc, base), httpx.Client(
-            base_url=base, headers=headers, timeout=120) as client, httpx.Client(
-            base_url=base, headers=headers, timeout=120) as probe:
-        drain_one_stream(proc, client, probe)
+            base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+        drain_one_stream(proc, client)
 
 
-def drain_one_stream(proc, client, probe) -> None:
+def drain_one_stream(proc, client) -> None:
     done = {}
     started = threading.Event()
 
@@ -39,7 +37,7 @@ def drain_one_stream(proc, client, probe) -> None:
                     started.set()
             done["events"] = events
 
-    wait_idle(probe)
+    wait_idle(client)
     thread = threading.Thread(target=long_stream)
     thread.start()
     # the long stream itself is running (a request of an earlier test still finishing would
@@ -47,9 +45,9 @@ def drain_one_stream(proc, client, probe) -> None:
     assert started.wait(30), "the long request never started"
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
-    health = probe.get("/health")
+    health = client.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "draining"
-    r = probe.post("/v1/completions", json={"model": "tiny", "prompt": "x"})
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x"})
     assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable_error"
     thread.join(120)
     assert done["events"][-1] == "data: [DONE]" and len(done["events"]) > 2
